@@ -1,0 +1,395 @@
+"""Trace files: load YAML, validate every step, and fail before anything runs.
+
+A trace is ``name``, optional ``about``, optional ``destructive`` (its
+expected outcome panics or hangs a kernel), optional ``config`` (kernel
+settings the expectations assume, e.g. ``kmem_flags: 0xf``), and ``steps``.
+A step is a mapping with ``op``, that op's arguments (harness/ops.py), and
+optionally ``expect`` (the illumos result) and ``expect_<model>`` (the result
+under another model, e.g. ``expect_linux``, ``expect_documented``).
+
+Every error names the file, the step number (1-based) and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from harness.model.outcome import KINDS
+from harness.ops import FLAG_TABLES, OPS, U64, Arg, OpSpec
+
+MODEL_NAMES = ("illumos", "documented", "linux")
+CONFIG_KEYS = {"kmem_flags": int, "debug": bool}
+TRACE_KEYS = {"name", "about", "steps", "destructive", "config"}
+EXPECT_KEYS = {"kind", "value", "message", "panic", "error", "warnings", "attrs", "state"}
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+class TraceError(ValueError):
+    """A trace file that cannot run.  str() names the file, step and fix."""
+
+    def __init__(self, source: str, step: int | None, problem: str, fix: str):
+        self.source, self.step, self.problem, self.fix = source, step, problem, fix
+        where = f"{source}: step {step}" if step else source
+        super().__init__(f"{where}: {problem}. Fix: {fix}")
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a step should produce; only the fields given are checked."""
+
+    kind: str | None = None
+    value: int | None = None
+    message: str | None = None
+    warnings: tuple[str, ...] | None = None
+    attrs: dict[str, Any] | None = None
+    state: dict[str, int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Step:
+    op: str
+    args: dict[str, Any]
+    expect: dict[str, Expect] = field(default_factory=dict)  # model name -> expectation
+
+    @property
+    def spec(self) -> OpSpec:
+        return OPS[self.op]
+
+    def flags(self, arg: str) -> int:
+        spec = self.spec.arg_map[arg]
+        bits = 0
+        for n in self.args[arg]:
+            bits |= FLAG_TABLES[spec.flag_table][n]
+        return bits
+
+    def call_text(self) -> str:
+        """The step as a C-like call: ``rmalloc(m, 150)``."""
+        parts = []
+        for a in self.spec.args:
+            v = self.args.get(a.name)
+            if a.kind == "flags":
+                parts.append("|".join(v) if v else "0")
+            elif v is None and not a.required:
+                continue
+            elif a.kind == "name" and v is None:
+                parts.append("NULL")
+            else:
+                parts.append(str(v).lower() if isinstance(v, bool) else str(v))
+        return f"{self.op}({', '.join(parts)})"
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"op": self.op}
+        for a in self.spec.args:
+            if a.name in self.args and (a.required or self.args[a.name] != a.default):
+                v = self.args[a.name]
+                d[a.name] = list(v) if isinstance(v, tuple) else v
+        for model, e in self.expect.items():
+            d["expect" if model == "illumos" else f"expect_{model}"] = e.to_json()
+        return d
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    steps: tuple[Step, ...]
+    about: str = ""
+    destructive: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        if self.about:
+            d["about"] = self.about
+        if self.destructive:
+            d["destructive"] = True
+        if self.config:
+            d["config"] = dict(self.config)
+        d["steps"] = [s.to_yaml_dict() for s in self.steps]
+        return d
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_trace_file(path: str | Path) -> list[Trace]:
+    """Load one YAML file holding a trace, or a list of traces."""
+    p = Path(path)
+    src = str(p)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise TraceError(src, None, f"cannot read the file ({e.strerror})",
+                         "check the path; traces are YAML files") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise TraceError(src, None, f"not valid YAML{where}: {getattr(e, 'problem', e)}",
+                         "correct the YAML syntax") from None
+    traces: list[Trace] = []
+    for doc in docs:
+        items = doc if isinstance(doc, list) else [doc]
+        for item in items:
+            traces.append(parse_trace(item, src))
+    if not traces:
+        raise TraceError(src, None, "the file holds no trace",
+                         "add a mapping with name and steps")
+    return traces
+
+
+def load_traces(paths: Iterable[str | Path]) -> list[Trace]:
+    """Load files and directories (recursively, *.yaml/*.yml), sorted by path.
+
+    Trace names must be unique across everything loaded.
+    """
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(q for q in p.rglob("*") if q.suffix in (".yaml", ".yml")))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise TraceError(str(p), None, "no such file or directory",
+                             "give an existing trace file or directory")
+    traces: list[Trace] = []
+    seen: dict[str, str] = {}
+    for f in files:
+        for t in load_trace_file(f):
+            if t.name in seen:
+                raise TraceError(str(f), None, f"trace name {t.name!r} is also used in {seen[t.name]}",
+                                 "give every trace a unique name")
+            seen[t.name] = str(f)
+            traces.append(t)
+    return traces
+
+
+def parse_trace(doc: Any, source: str = "<memory>") -> Trace:
+    if not isinstance(doc, dict):
+        raise TraceError(source, None, f"a trace must be a mapping, got {type(doc).__name__}",
+                         "write `name:` and `steps:` keys")
+    extra = set(doc) - TRACE_KEYS
+    if extra:
+        raise TraceError(source, None, f"unknown trace key(s) {sorted(extra)}",
+                         f"use only {sorted(TRACE_KEYS)}")
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise TraceError(source, None, "the trace has no `name`", "add `name: <unique-name>`")
+    src = f"{source} (trace {name!r})"
+    about = doc.get("about", "") or ""
+    if not isinstance(about, str):
+        raise TraceError(src, None, "`about` must be text", "write a one-line description")
+    destructive = doc.get("destructive", False)
+    if not isinstance(destructive, bool):
+        raise TraceError(src, None, "`destructive` must be true or false", "write `destructive: true`")
+    config = doc.get("config", {}) or {}
+    if not isinstance(config, dict):
+        raise TraceError(src, None, "`config` must be a mapping", "e.g. `config: {kmem_flags: 0xf}`")
+    for k, v in config.items():
+        if k not in CONFIG_KEYS:
+            raise TraceError(src, None, f"unknown config key {k!r}", f"use one of {sorted(CONFIG_KEYS)}")
+        if type(v) is not CONFIG_KEYS[k]:
+            raise TraceError(src, None, f"config {k} must be {CONFIG_KEYS[k].__name__}",
+                             f"e.g. `{k}: {'0xf' if CONFIG_KEYS[k] is int else 'true'}`")
+    steps_doc = doc.get("steps")
+    if not isinstance(steps_doc, list) or not steps_doc:
+        raise TraceError(src, None, "`steps` is missing or empty", "add a list of steps")
+    steps = tuple(_parse_step(s, src, i) for i, s in enumerate(steps_doc, 1))
+    _check_names(steps, src)
+    return Trace(name=name, steps=steps, about=about.strip(), destructive=destructive,
+                 config=dict(config), source=source)
+
+
+def _parse_step(doc: Any, src: str, num: int) -> Step:
+    if not isinstance(doc, dict):
+        raise TraceError(src, num, "a step must be a mapping", "write `{op: NAME, arg: value, ...}`")
+    op = doc.get("op")
+    if op not in OPS:
+        raise TraceError(src, num, f"unknown op {op!r}", f"use one of {', '.join(sorted(OPS))}")
+    spec = OPS[op]
+    args: dict[str, Any] = {}
+    expect: dict[str, Expect] = {}
+    for key, raw in doc.items():
+        if key == "op":
+            continue
+        if key == "expect" or key.startswith("expect_"):
+            model = "illumos" if key == "expect" else key[len("expect_"):]
+            if model not in MODEL_NAMES:
+                raise TraceError(src, num, f"`{key}` names no model",
+                                 f"use `expect` (illumos) or expect_<{'|'.join(MODEL_NAMES[1:])}>")
+            expect[model] = _parse_expect(raw, src, num, key)
+            continue
+        arg = spec.arg_map.get(key)
+        if arg is None:
+            allowed = ", ".join(a.name for a in spec.args)
+            raise TraceError(src, num, f"{op} takes no argument {key!r}", f"{op} takes: {allowed}")
+        args[key] = _parse_arg(arg, raw, src, num, op)
+    for arg in spec.args:
+        if arg.name not in args:
+            if arg.required:
+                raise TraceError(src, num, f"{op} is missing argument {arg.name!r}",
+                                 f"add `{arg.name}: <{arg.kind}>` ({arg.doc or _kind_doc(arg)})")
+            args[arg.name] = tuple(arg.default) if isinstance(arg.default, (list, tuple)) else arg.default
+    return Step(op=op, args=args, expect=expect)
+
+
+def _kind_doc(arg: Arg) -> str:
+    if arg.kind == "flags":
+        return "flag names: " + ", ".join(FLAG_TABLES[arg.flag_table or ""])
+    return {"uint": "an integer >= 0", "int": "an integer", "name": "an object name",
+            "bool": "true or false"}.get(arg.kind, arg.kind)
+
+
+def _parse_arg(arg: Arg, raw: Any, src: str, num: int, op: str) -> Any:
+    what = f"{op} argument {arg.name!r}"
+    if arg.kind == "name":
+        if raw is None and arg.nullable:
+            return None
+        if not isinstance(raw, str) or not _NAME_RE.match(raw):
+            raise TraceError(src, num, f"{what} must be an object name, got {raw!r}",
+                             "use a short identifier such as m, buf1"
+                             + (" (or null for a NULL pointer)" if arg.nullable else ""))
+        return raw
+    if arg.kind in ("uint", "int"):
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            if raw is None and not arg.required:
+                return None
+            raise TraceError(src, num, f"{what} must be an integer, got {raw!r}",
+                             "write a decimal or 0x-prefixed integer")
+        if arg.kind == "uint" and not 0 <= raw < U64:
+            raise TraceError(src, num, f"{what} is {raw}, outside 0..2^64-1",
+                             "sizes and indices are unsigned 64-bit: use a value >= 0")
+        if arg.kind == "int" and not -(1 << 63) <= raw < (1 << 63):
+            raise TraceError(src, num, f"{what} is {raw}, outside the signed 64-bit range",
+                             "use a value between -2^63 and 2^63-1")
+        return raw
+    if arg.kind == "flags":
+        table = FLAG_TABLES[arg.flag_table or ""]
+        if isinstance(raw, str):
+            names = [n.strip() for n in raw.split("|") if n.strip()]
+        elif isinstance(raw, list) and all(isinstance(n, str) for n in raw):
+            names = raw
+        elif raw == 0 or raw is None:
+            names = []
+        else:
+            raise TraceError(src, num, f"{what} must be flag names, got {raw!r}",
+                             f"write e.g. [{next(iter(table))}] or \"A|B\" with names from {', '.join(table)}")
+        for n in names:
+            if n not in table:
+                raise TraceError(src, num, f"{what}: unknown flag {n!r}", f"use names from {', '.join(table)}")
+        return tuple(names)
+    if arg.kind == "choice":
+        if raw not in arg.choices:
+            raise TraceError(src, num, f"{what} must be one of {list(arg.choices)}, got {raw!r}",
+                             f"write `{arg.name}: {arg.choices[0]}`")
+        return raw
+    if arg.kind == "bool":
+        if not isinstance(raw, bool):
+            raise TraceError(src, num, f"{what} must be true or false, got {raw!r}", f"write `{arg.name}: true`")
+        return raw
+    raise AssertionError(arg.kind)
+
+
+def _parse_expect(raw: Any, src: str, num: int, key: str) -> Expect:
+    if isinstance(raw, bool):
+        raise TraceError(src, num, f"`{key}` cannot be a boolean", "write an integer, null, ok, hang or a mapping")
+    if isinstance(raw, int):
+        return Expect(kind="value", value=raw)
+    if raw is None or raw == "null":
+        return Expect(kind="null")
+    if raw in ("ok", "hang"):
+        return Expect(kind=raw)
+    if not isinstance(raw, dict):
+        raise TraceError(src, num, f"`{key}` must be an integer, null, ok, hang or a mapping, got {raw!r}",
+                         "e.g. `expect: 1`, `expect: {panic: 'vmem_xalloc(): size == 0'}`")
+    extra = set(raw) - EXPECT_KEYS
+    if extra:
+        raise TraceError(src, num, f"`{key}` has unknown key(s) {sorted(extra)}", f"use {sorted(EXPECT_KEYS)}")
+    kind = raw.get("kind")
+    message = raw.get("message")
+    if "panic" in raw:
+        kind, message = "panic", str(raw["panic"])
+    if "error" in raw:
+        kind, message = "error", str(raw["error"])
+    value = raw.get("value")
+    if value is not None and kind is None:
+        kind = "value"
+    if kind is not None and kind not in KINDS:
+        raise TraceError(src, num, f"`{key}` kind {kind!r} is not a result kind", f"use one of {KINDS}")
+    warnings = raw.get("warnings")
+    if warnings is not None and not (isinstance(warnings, list) and all(isinstance(w, str) for w in warnings)):
+        raise TraceError(src, num, f"`{key}` warnings must be a list of strings", "write `warnings: ['text']`")
+    for sub in ("attrs", "state"):
+        if raw.get(sub) is not None and not isinstance(raw[sub], dict):
+            raise TraceError(src, num, f"`{key}` {sub} must be a mapping", f"write `{sub}: {{name: value}}`")
+    return Expect(kind=kind, value=value, message=message,
+                  warnings=tuple(warnings) if warnings is not None else None,
+                  attrs=raw.get("attrs"), state=raw.get("state"))
+
+
+def _check_names(steps: tuple[Step, ...], src: str) -> None:
+    """Objects must be created before use, created once, and not used after release.
+
+    kmem buffers are the one exception to "not after release": a second
+    kmem_free is a modelled misuse (the duplicate-free probes).
+    """
+    live: dict[str, tuple[str, int]] = {}  # name -> (kind, step created)
+    freed: dict[str, int] = {}
+    for num, step in enumerate(steps, 1):
+        spec = step.spec
+        for arg in spec.args:
+            if arg.kind != "name":
+                continue
+            name = step.args.get(arg.name)
+            if name is None:
+                continue
+            creating = spec.creates == arg.name or (step.op == "rmalloc_wait" and arg.name == "waiter")
+            if creating:
+                if name in live or name in freed:
+                    first = live.get(name, ("", freed.get(name)))[1]
+                    raise TraceError(src, num, f"{arg.obj} name {name!r} is already defined at step {first}",
+                                     "give each map, buffer and waiter its own name")
+                live[name] = (arg.obj or "", num)
+                continue
+            if name in freed:
+                if step.op == "kmem_free":
+                    continue
+                raise TraceError(src, num, f"{arg.obj} {name!r} was released at step {freed[name]}",
+                                 "use-after-free is undefined in the kernel and not modelled; "
+                                 "remove the step or allocate a new object")
+            if name not in live:
+                raise TraceError(src, num, f"{arg.obj} {name!r} is not defined",
+                                 f"create it first (e.g. with {_creator(arg.obj)})")
+            kind, _ = live[name]
+            if kind != arg.obj:
+                raise TraceError(src, num, f"{name!r} is a {kind}, not a {arg.obj}",
+                                 f"pass a {arg.obj} created by {_creator(arg.obj)}")
+            if spec.family != "rmap" and step.op != "join":
+                created_op = steps[live[name][1] - 1].op
+                if OPS[created_op].family != spec.family:
+                    raise TraceError(src, num, f"buffer {name!r} comes from {created_op}, not from the {spec.family} family",
+                                     f"pass a buffer created by the {spec.family} routines")
+        if spec.frees:
+            name = step.args.get(spec.frees)
+            if name is not None and name in live:
+                freed[name] = num
+                del live[name]
+
+
+def _creator(obj: str | None) -> str:
+    return {"map": "rmallocmap", "buf": "umem_alloc or kmem_alloc",
+            "waiter": "rmalloc_wait with waiter:"}.get(obj or "", "its allocating op")
+
+
+def dump_trace(trace: Trace) -> str:
+    return yaml.safe_dump(trace.to_yaml_dict(), sort_keys=False, width=100)
