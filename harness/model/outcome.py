@@ -35,7 +35,7 @@ KINDS = ("value", "null", "ok", "error", "panic", "hang")
 TERMINAL_KINDS = ("panic", "hang")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Result:
     kind: str
     value: int | None = None

@@ -1,0 +1,123 @@
+"""ddi-harness command line.
+
+Subcommands are added per stage; each one here works end to end.
+Exit status: 0 success, 1 a check failed (an expect, a divergence), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from harness import __version__
+
+EPILOG = """\
+exit status: 0 when everything held, 1 when a check failed (an expect or a
+divergence), 2 for invalid input (the message names the file, step and fix).
+
+examples:
+  ddi-harness model harness/traces/rmap/seed-rmalloc-example.yaml
+  ddi-harness model --json --model documented harness/traces
+  ddi-harness bench model --ops 200000
+"""
+
+
+def _corpus_dir() -> Path:
+    return Path(__file__).resolve().parent / "traces"
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from harness.conformance.modelrun import model_command
+
+    return model_command(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import bench_command
+
+    return bench_command(args)
+
+
+def cmd_traces(args: argparse.Namespace) -> int:
+    from harness.conformance.traces import TraceError, load_traces
+
+    paths = args.traces or [str(_corpus_dir())]
+    try:
+        traces = load_traces(paths)
+    except TraceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for t in traces:
+        flag = " [destructive]" if t.destructive else ""
+        print(f"{t.name}{flag}: {len(t.steps)} steps  {t.about}")
+    print(f"{len(traces)} traces valid")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ddi-harness",
+        description="Conformance harness for the kernel memory routines drivers use "
+                    "(rmalloc family, ddi_umem_alloc + devmap, kmem_alloc), checked "
+                    "against reference models of illumos, Linux and the manual pages.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"ddi-harness {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    m = sub.add_parser(
+        "model", help="run traces through a reference model only (no guest)",
+        description="Run traces through a reference model and print each step's predicted "
+                    "result. Traces whose `expect` does not hold are reported and make the "
+                    "exit status 1. Default: the bundled corpus.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="JSON shape (stable): {\"traces\": [{\"name\", \"model\", \"steps\": [{\"op\", "
+               "\"result\": {\"kind\", \"value\"?, \"message\"?, \"warnings\"?}}], \"end\"}]}")
+    m.add_argument("traces", nargs="*", help="trace files or directories (default: the corpus)")
+    m.add_argument("--model", default="illumos", choices=["illumos", "documented", "linux"],
+                   help="which semantics to predict (default: illumos)")
+    m.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    m.add_argument("--detail", action="store_true",
+                   help="add attrs (alignment, zero fill, cookie type), map counters and notes")
+    m.add_argument("--guarded", action="store_true",
+                   help="model the driver's guards: misuse is refused with EINVAL instead of "
+                        "reaching the kernel (default: raw kernel semantics)")
+    m.add_argument("--kmem-flags", type=lambda s: int(s, 0), default=None,
+                   help="illumos kmem_flags to assume (e.g. 0xf); a trace's config overrides it")
+    m.set_defaults(func=cmd_model)
+
+    b = sub.add_parser("bench", help="benchmarks (throughput figures, not tests)",
+                       description="Benchmarks. `bench model` runs a seeded random resource-map "
+                                   "workload through the illumos model and prints ops/s.")
+    b.add_argument("what", choices=["model"], help="what to measure")
+    b.add_argument("--ops", type=int, default=200_000, help="operations to run (default 200000)")
+    b.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    b.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("traces", help="validate trace files and list them",
+                       description="Load and validate traces without running them.")
+    t.add_argument("traces", nargs="*", help="trace files or directories (default: the corpus)")
+    t.set_defaults(func=cmd_traces)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Conformance engine: traces, comparison, reports."""
