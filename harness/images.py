@@ -50,7 +50,7 @@ from typing import Callable, Iterator
 
 import yaml
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 """Bump whenever the build recipe below changes what ends up in an image."""
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -454,6 +454,7 @@ mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts
 mount -t tmpfs tmp /tmp
 mount -t tmpfs run /run
+echo 7 > /proc/sys/kernel/printk   # full oops/WARNING text on the console from here on
 for m in {modules}; do
   insmod /lib/modules/{release}/kernel/$m.ko || echo "DDIH-INIT: insmod $m failed"
 done
@@ -676,6 +677,7 @@ def build_linux_image(manifest_path: str | os.PathLike | None = None,
             img = None if force else _load(final)
             if img is None:
                 tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))
+                os.chmod(tmp, 0o755)
                 try:
                     img = _assemble(tmp, root, manifest, raw, release, packages, key, progress)
                     # the headers Makefile must name the final path

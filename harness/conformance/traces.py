@@ -29,6 +29,19 @@ EXPECT_KEYS = {"kind", "value", "message", "panic", "error", "warnings", "attrs"
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 
+class TraceLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false.  YAML 1.1 would read the devmap
+    argument ``off:`` (and on/yes/no/y/n) as a boolean key."""
+
+
+TraceLoader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+TraceLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 class TraceError(ValueError):
     """A trace file that cannot run.  str() names the file, step and fix."""
 
@@ -131,7 +144,7 @@ def load_trace_file(path: str | Path) -> list[Trace]:
         raise TraceError(src, None, f"cannot read the file ({e.strerror})",
                          "check the path; traces are YAML files") from None
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=TraceLoader) if d is not None]
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -222,6 +235,8 @@ def _parse_step(doc: Any, src: str, num: int) -> Step:
     for key, raw in doc.items():
         if key == "op":
             continue
+        if not isinstance(key, str):
+            raise TraceError(src, num, f"step key {key!r} is not a name", "write argument names as plain words")
         if key == "expect" or key.startswith("expect_"):
             model = "illumos" if key == "expect" else key[len("expect_"):]
             if model not in MODEL_NAMES:

@@ -29,8 +29,8 @@ gen_pool_size}`` of its map after the step.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 from harness.conformance.traces import Step
 from harness.model.base import ModelConfig
@@ -392,7 +392,6 @@ class _Buf:
     rounded: int = 0  # umem: PAGE_ALIGN(size); kmem: ksize
     ptr: int | None = None  # kmem pointer identity (0 = ZERO_SIZE_PTR, None = NULL)
     handle_live: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class LinuxModel:

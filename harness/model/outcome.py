@@ -143,9 +143,10 @@ _PLACEHOLDER = re.compile(r"<[^<>\s]+>")
 
 
 def message_pattern(predicted: str) -> re.Pattern[str]:
-    """Compile a predicted message into a regex: ``<name>`` matches a hex pointer."""
+    """Compile a predicted message into a regex: ``<name>`` matches a hex pointer
+    (or another placeholder, when a model is checked against a trace's expect)."""
     parts = _PLACEHOLDER.split(predicted)
-    return re.compile("[0-9a-fA-Fx]+".join(re.escape(p) for p in parts))
+    return re.compile(r"(?:[0-9a-fA-Fx]+|<[^<>\s]+>)".join(re.escape(p) for p in parts))
 
 
 def message_matches(predicted: str | None, observed: str | None) -> bool:
