@@ -197,7 +197,7 @@ class SSH:
                 err += chan.recv_stderr(65536)
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise SSHConnectionLost(f"connection lost during {cmd!r}: {e}") from None
-        if not chan.exit_status_ready():
+        if not chan.status_event.is_set():
             raise SSHConnectionLost(f"{cmd!r}: channel closed without an exit status "
                                     "(guest crashed or sshd died)")
         status = chan.recv_exit_status()

@@ -458,9 +458,9 @@ static int ddih_rmfree(struct ddih_file *df, struct ddih_req *r)
 			return -ENOMEM;
 		m->dm_nchunks++;
 	}
-	wake_up_interruptible_all(&m->dm_wq);
 	r->kind = DDIH_KIND_OK;
-	ddih_state(r, m);
+	ddih_state(r, m);	/* the counters before any sleeper retries */
+	wake_up_interruptible_all(&m->dm_wq);
 	return 0;
 }
 

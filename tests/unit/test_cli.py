@@ -94,6 +94,6 @@ def test_bench_model_prints_rate(tmp_path, capsys):
 
 
 def test_help_lists_every_subcommand():
-    out = subprocess.run([sys.executable, "-m", "harness", "--help"], capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "harness", "--help"], capture_output=True, text=True, cwd=ROOT).stdout
     for cmd in ("model", "bench", "traces"):
         assert cmd in out

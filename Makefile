@@ -1,0 +1,49 @@
+# ddi-harness: the two commands a user needs.
+#   make test               install everything the tests need, then run them (live guest tests included)
+#   make run                a conformance run against a live guest (TARGET=linux by default, offline)
+#   make run TARGET=openindiana   the same against illumos (downloads the OpenIndiana cloud image)
+# Everything installs into .venv; system packages with apt-get when run as root.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TARGET ?= linux
+OUT    ?= out
+PYTEST_ARGS ?=
+
+SYSTEM_PACKAGES := qemu-system-x86 qemu-utils gcc make libc6-dev xz-utils zstd binutils
+
+.PHONY: test run venv system-deps clean help
+
+help:
+	@echo "make test   - install dependencies (venv; apt-get as root) and run the test suite"
+	@echo "make run    - conformance run against a live $(TARGET) guest; reports in $(OUT)/"
+
+$(BIN)/ddi-harness: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/ddi-harness
+
+# qemu and the host build tools; as root they are installed, otherwise we say what is missing.
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing system packages:$$missing -- run: sudo apt-get install$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: venv system-deps
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+run: venv system-deps
+	$(BIN)/ddi-harness run --target $(TARGET) --out $(OUT)
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

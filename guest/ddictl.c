@@ -1,0 +1,1136 @@
+/*
+ * ddictl: the guest-side op runner of ddi-harness.
+ *
+ * Reads ops from stdin, one per line, in the line protocol of
+ * kmod/README.md ("OP key=value ..."), executes each through the ddih ioctl
+ * ABI (kmod/ddih_ioctl.h) and prints one result line per op, flushed:
+ *
+ *   kind=<value|null|ok|error|hang> [value=N] [errno=NAME] [offset=N]
+ *   [zeroed=0|1] [type=0xN] [cookie_size=N] [coherent=0|1] [avail=N] [total=N]
+ *
+ * Trace names (map=m, buf=b, waiter=w) are kept in a name -> handle table;
+ * a name whose creating op returned NULL stands for handle 0 (NULL), and
+ * `buf=-' passes NULL.  Names stay bound after a free, so a second free is
+ * sent to the driver, which decides (EBADF, or a double free in destructive
+ * mode).
+ *
+ * Control lines (no result line is printed for them):
+ *   budget_ms=N   per-op time budget (default 10000)
+ *   reset         interrupt background waiters, close and reopen the device
+ * Blank lines and lines starting with '#' are ignored.
+ *
+ * Every op runs in a worker thread; if it has not returned within the
+ * budget, ddictl prints kind=hang and exits with status 3 (process exit
+ * interrupts the driver's interruptible wait).  A malformed line gives
+ * kind=error errno=EPROTO, an explanation on stderr, and ddictl goes on.
+ *
+ * Usage: ddictl [device]     (default /dev/ddih, or $DDIH_DEV)
+ */
+
+#define	_GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ddih_ioctl.h"
+
+#define	MAXARGS		16
+#define	NAMELEN		64
+#define	MAP_LEN_CAP	(1ULL << 40)	/* larger export lengths map 1 page */
+
+static const char *devpath = DDIH_DEVICE;
+static int devfd = -1;
+static long budget_ms = 10000;
+
+/* ------------------------------------------------------------ errno names */
+
+static const char *
+errno_name(int e)
+{
+	static char buf[32];
+
+	switch (e) {
+	case EPERM: return ("EPERM");
+	case ENOENT: return ("ENOENT");
+	case ESRCH: return ("ESRCH");
+	case EINTR: return ("EINTR");
+	case EIO: return ("EIO");
+	case ENXIO: return ("ENXIO");
+	case E2BIG: return ("E2BIG");
+	case ENOEXEC: return ("ENOEXEC");
+	case EBADF: return ("EBADF");
+	case ECHILD: return ("ECHILD");
+	case EAGAIN: return ("EAGAIN");
+	case ENOMEM: return ("ENOMEM");
+	case EACCES: return ("EACCES");
+	case EFAULT: return ("EFAULT");
+	case EBUSY: return ("EBUSY");
+	case EEXIST: return ("EEXIST");
+	case EXDEV: return ("EXDEV");
+	case ENODEV: return ("ENODEV");
+	case ENOTDIR: return ("ENOTDIR");
+	case EISDIR: return ("EISDIR");
+	case EINVAL: return ("EINVAL");
+	case ENFILE: return ("ENFILE");
+	case EMFILE: return ("EMFILE");
+	case ENOTTY: return ("ENOTTY");
+	case EFBIG: return ("EFBIG");
+	case ENOSPC: return ("ENOSPC");
+	case ESPIPE: return ("ESPIPE");
+	case EROFS: return ("EROFS");
+	case EPIPE: return ("EPIPE");
+	case EDOM: return ("EDOM");
+	case ERANGE: return ("ERANGE");
+	case EDEADLK: return ("EDEADLK");
+	case ENOSYS: return ("ENOSYS");
+	case EIDRM: return ("EIDRM");
+	case EPROTO: return ("EPROTO");
+	case EOVERFLOW: return ("EOVERFLOW");
+	case ENOTSUP: return ("ENOTSUP");	/* == EOPNOTSUPP on Linux */
+	case ETIMEDOUT: return ("ETIMEDOUT");
+	case ECANCELED: return ("ECANCELED");
+	case EOWNERDEAD: return ("EOWNERDEAD");
+	case ENOTRECOVERABLE: return ("ENOTRECOVERABLE");
+	default:
+		(void) snprintf(buf, sizeof (buf), "E%d", e);
+		return (buf);
+	}
+}
+
+/* ------------------------------------------------------------ output */
+
+static void
+emit(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void) vprintf(fmt, ap);
+	va_end(ap);
+	(void) putchar('\n');
+	(void) fflush(stdout);
+}
+
+static void
+protoerr(const char *fmt, ...)
+{
+	va_list ap;
+
+	(void) fprintf(stderr, "ddictl: ");
+	va_start(ap, fmt);
+	(void) vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	(void) fputc('\n', stderr);
+	(void) fflush(stderr);
+	emit("kind=error errno=EPROTO");
+}
+
+/* The result of one ioctl-backed op. */
+struct result {
+	struct ddih_req	req;
+	int		rc;		/* ioctl return */
+	int		err;		/* errno when rc < 0 */
+	int		coherent;	/* -1: not reported */
+};
+
+static void
+print_result(const struct result *res)
+{
+	const struct ddih_req *r = &res->req;
+	char line[512];
+	size_t n = 0;
+
+#define	ADD(...)	(n += (size_t)snprintf(line + n, sizeof (line) - n, \
+			    __VA_ARGS__))
+	if (res->rc < 0) {
+		ADD("kind=error errno=%s", errno_name(res->err));
+	} else {
+		switch (r->kind) {
+		case DDIH_KIND_VALUE:
+			ADD("kind=value value=%" PRIu64, r->value);
+			break;
+		case DDIH_KIND_NULL:
+			ADD("kind=null");
+			break;
+		case DDIH_KIND_OK:
+			ADD("kind=ok");
+			break;
+		default:
+			ADD("kind=error errno=EPROTO");
+			(void) fprintf(stderr, "ddictl: driver returned "
+			    "unknown kind %u\n", r->kind);
+			break;
+		}
+		if (r->valid & DDIH_V_OFFSET)
+			ADD(" offset=%" PRIu64, r->offset);
+		if (r->valid & DDIH_V_ZEROED)
+			ADD(" zeroed=%u", r->zeroed ? 1 : 0);
+		if (r->valid & DDIH_V_TYPE)
+			ADD(" type=0x%x", r->type);
+		if (r->valid & DDIH_V_COOKIE_SIZE)
+			ADD(" cookie_size=%" PRIu64, r->cookie_size);
+		if (res->coherent >= 0)
+			ADD(" coherent=%d", res->coherent);
+	}
+	if (r->valid & DDIH_V_STATE)
+		ADD(" avail=%" PRIu64 " total=%" PRIu64, r->avail, r->total);
+#undef ADD
+	emit("%s", line);
+}
+
+/* ------------------------------------------------------------ ioctl */
+
+static void
+req_init(struct ddih_req *r, uint32_t op)
+{
+	(void) memset(r, 0, sizeof (*r));
+	r->version = DDIH_ABI_VERSION;
+	r->size = sizeof (*r);
+	r->op = op;
+}
+
+static unsigned long
+op_cmd(uint32_t op)
+{
+	switch (DDIH_OP_FAMILY(op)) {
+	case 1: return (DDIH_IOC_RMAP);
+	case 2: return (DDIH_IOC_UMEM);
+	default: return (DDIH_IOC_KMEM);
+	}
+}
+
+static void
+do_ioctl(int fd, struct result *res)
+{
+	res->rc = ioctl(fd, op_cmd(res->req.op), &res->req);
+	res->err = res->rc < 0 ? errno : 0;
+}
+
+/* ------------------------------------------------------------ names */
+
+enum objkind { OBJ_MAP = 1, OBJ_BUF, OBJ_WAITER };
+
+struct waiter {
+	pthread_t	th;
+	int		fd;
+	int		done;		/* under mu */
+	pid_t		tid;		/* under mu; 0 until the thread runs */
+	int		joined;
+	struct result	res;
+};
+
+struct name {
+	char		name[NAMELEN + 1];
+	enum objkind	kind;
+	uint32_t	handle;		/* 0 = NULL */
+	struct waiter	*w;		/* OBJ_WAITER */
+};
+
+static struct name *names;
+static size_t nnames, cap_names;
+
+static struct name *
+name_find(const char *s, enum objkind kind)
+{
+	size_t i;
+
+	for (i = 0; i < nnames; i++) {
+		if (names[i].kind == kind && strcmp(names[i].name, s) == 0)
+			return (&names[i]);
+	}
+	return (NULL);
+}
+
+static struct name *
+name_bind(const char *s, enum objkind kind)
+{
+	struct name *n = name_find(s, kind);
+
+	if (n != NULL)
+		return (n);
+	if (nnames == cap_names) {
+		cap_names = cap_names ? cap_names * 2 : 64;
+		names = realloc(names, cap_names * sizeof (*names));
+		if (names == NULL) {
+			perror("ddictl: realloc");
+			exit(2);
+		}
+	}
+	n = &names[nnames++];
+	(void) memset(n, 0, sizeof (*n));
+	(void) snprintf(n->name, sizeof (n->name), "%s", s);
+	n->kind = kind;
+	return (n);
+}
+
+/* ------------------------------------------------------------ worker */
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv;		/* CLOCK_MONOTONIC */
+static void (*job_fn)(void *);
+static void *job_arg;
+static int job_pending, job_done;
+
+static void *
+worker_main(void *unused)
+{
+	(void) unused;
+	(void) pthread_mutex_lock(&mu);
+	for (;;) {
+		while (!job_pending)
+			(void) pthread_cond_wait(&cv, &mu);
+		job_pending = 0;
+		(void) pthread_mutex_unlock(&mu);
+		job_fn(job_arg);
+		(void) pthread_mutex_lock(&mu);
+		job_done = 1;
+		(void) pthread_cond_broadcast(&cv);
+	}
+	return (NULL);
+}
+
+static void
+deadline(struct timespec *ts, long ms)
+{
+	(void) clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+static void
+hang(void)
+{
+	emit("kind=hang");
+	_exit(3);
+}
+
+/* Run fn(arg) on the worker; print kind=hang and exit 3 past the budget. */
+static void
+run_budgeted(void (*fn)(void *), void *arg)
+{
+	struct timespec ts;
+
+	deadline(&ts, budget_ms);
+	(void) pthread_mutex_lock(&mu);
+	job_fn = fn;
+	job_arg = arg;
+	job_done = 0;
+	job_pending = 1;
+	(void) pthread_cond_broadcast(&cv);
+	while (!job_done) {
+		if (pthread_cond_timedwait(&cv, &mu, &ts) == ETIMEDOUT &&
+		    !job_done)
+			hang();
+	}
+	(void) pthread_mutex_unlock(&mu);
+}
+
+static void
+job_ioctl(void *arg)
+{
+	do_ioctl(devfd, arg);
+}
+
+/* ------------------------------------------------------------ waiters */
+
+static void
+on_sigusr1(int sig)
+{
+	(void) sig;
+}
+
+static void *
+waiter_main(void *arg)
+{
+	struct waiter *w = arg;
+
+	(void) pthread_mutex_lock(&mu);
+	w->tid = (pid_t)syscall(SYS_gettid);
+	(void) pthread_cond_broadcast(&cv);
+	(void) pthread_mutex_unlock(&mu);
+	do_ioctl(w->fd, &w->res);
+	(void) pthread_mutex_lock(&mu);
+	w->done = 1;
+	(void) pthread_cond_broadcast(&cv);
+	(void) pthread_mutex_unlock(&mu);
+	return (NULL);
+}
+
+/* Interrupt and collect every background waiter (for reset). */
+static void
+waiters_cancel(void)
+{
+	struct timespec ts;
+	size_t i;
+
+	for (i = 0; i < nnames; i++) {
+		struct waiter *w = names[i].w;
+
+		if (names[i].kind != OBJ_WAITER || w == NULL)
+			continue;
+		(void) pthread_mutex_lock(&mu);
+		while (!w->done) {
+			(void) pthread_kill(w->th, SIGUSR1);
+			deadline(&ts, 50);
+			(void) pthread_cond_timedwait(&cv, &mu, &ts);
+		}
+		(void) pthread_mutex_unlock(&mu);
+		(void) pthread_join(w->th, NULL);
+		free(w);
+		names[i].w = NULL;
+	}
+}
+
+/* ------------------------------------------------------------ parsing */
+
+struct kv {
+	char	*key;
+	char	*val;
+	int	used;
+};
+
+struct line {
+	char		*op;
+	struct kv	kv[MAXARGS];
+	int		nkv;
+};
+
+static int
+split_line(char *s, struct line *ln)
+{
+	char *tok, *save = NULL;
+
+	ln->op = NULL;
+	ln->nkv = 0;
+	for (tok = strtok_r(s, " \t\r\n", &save); tok != NULL;
+	    tok = strtok_r(NULL, " \t\r\n", &save)) {
+		char *eq;
+
+		if (ln->op == NULL) {
+			ln->op = tok;
+			continue;
+		}
+		if (ln->nkv == MAXARGS) {
+			protoerr("too many arguments");
+			return (-1);
+		}
+		eq = strchr(tok, '=');
+		if (eq == NULL || eq == tok) {
+			protoerr("argument '%s' is not key=value", tok);
+			return (-1);
+		}
+		*eq = '\0';
+		ln->kv[ln->nkv].key = tok;
+		ln->kv[ln->nkv].val = eq + 1;
+		ln->kv[ln->nkv].used = 0;
+		ln->nkv++;
+	}
+	return (0);
+}
+
+static const char *
+getarg(struct line *ln, const char *key)
+{
+	int i;
+
+	for (i = 0; i < ln->nkv; i++) {
+		if (strcmp(ln->kv[i].key, key) == 0) {
+			ln->kv[i].used = 1;
+			return (ln->kv[i].val);
+		}
+	}
+	return (NULL);
+}
+
+static int
+parse_u64(const char *s, uint64_t *out)
+{
+	char *end;
+	int base = 10;
+
+	if (s == NULL || *s == '\0' || *s == '-' || *s == '+' || *s == ' ')
+		return (-1);
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+		if (*s == '\0' || *s == '-' || *s == '+')
+			return (-1);
+	}
+	errno = 0;
+	*out = strtoull(s, &end, base);
+	if (errno != 0 || *end != '\0')
+		return (-1);
+	return (0);
+}
+
+static int
+parse_i64(const char *s, int64_t *out)
+{
+	uint64_t u;
+
+	if (s != NULL && *s == '-') {
+		if (parse_u64(s + 1, &u) != 0 || u > (uint64_t)INT64_MAX + 1)
+			return (-1);
+		*out = (int64_t)(0 - u);
+		return (0);
+	}
+	if (parse_u64(s, &u) != 0 || u > (uint64_t)INT64_MAX)
+		return (-1);
+	*out = (int64_t)u;
+	return (0);
+}
+
+/* Required unsigned argument. */
+static int
+arg_u64(struct line *ln, const char *key, uint64_t *out)
+{
+	const char *v = getarg(ln, key);
+
+	if (v == NULL) {
+		protoerr("%s: missing %s=", ln->op, key);
+		return (-1);
+	}
+	if (parse_u64(v, out) != 0) {
+		protoerr("%s: %s=%s is not an unsigned 64-bit integer",
+		    ln->op, key, v);
+		return (-1);
+	}
+	return (0);
+}
+
+/* Optional unsigned argument ('-' or absent: *given = 0). */
+static int
+arg_u64_opt(struct line *ln, const char *key, uint64_t dflt, uint64_t *out,
+    int *given)
+{
+	const char *v = getarg(ln, key);
+
+	*given = 0;
+	*out = dflt;
+	if (v == NULL || strcmp(v, "-") == 0)
+		return (0);
+	if (parse_u64(v, out) != 0) {
+		protoerr("%s: %s=%s is not an unsigned 64-bit integer",
+		    ln->op, key, v);
+		return (-1);
+	}
+	*given = 1;
+	return (0);
+}
+
+static int
+arg_u32(struct line *ln, const char *key, uint32_t *out, int required,
+    uint32_t dflt)
+{
+	uint64_t v;
+	int given;
+
+	if (required) {
+		if (arg_u64(ln, key, &v) != 0)
+			return (-1);
+	} else if (arg_u64_opt(ln, key, dflt, &v, &given) != 0) {
+		return (-1);
+	}
+	if (v > UINT32_MAX) {
+		protoerr("%s: %s is out of range", ln->op, key);
+		return (-1);
+	}
+	*out = (uint32_t)v;
+	return (0);
+}
+
+static int
+valid_name(const char *s)
+{
+	size_t i, n = strlen(s);
+
+	if (n == 0 || n > NAMELEN)
+		return (0);
+	for (i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    c == '_' || (i > 0 && ((c >= '0' && c <= '9') ||
+		    c == '.' || c == '-'))))
+			return (0);
+	}
+	return (1);
+}
+
+/* A name being created by this op. */
+static const char *
+arg_newname(struct line *ln, const char *key)
+{
+	const char *v = getarg(ln, key);
+
+	if (v == NULL || !valid_name(v)) {
+		protoerr("%s: %s= must be an object name", ln->op, key);
+		return (NULL);
+	}
+	return (v);
+}
+
+/* A name in use; '-' means NULL (handle 0) when nullable. */
+static int
+arg_handle(struct line *ln, const char *key, enum objkind kind, int nullable,
+    uint32_t *h)
+{
+	const char *v = getarg(ln, key);
+	struct name *n;
+
+	if (v == NULL) {
+		protoerr("%s: missing %s=", ln->op, key);
+		return (-1);
+	}
+	if (nullable && strcmp(v, "-") == 0) {
+		*h = 0;
+		return (0);
+	}
+	n = name_find(v, kind);
+	if (n == NULL) {
+		protoerr("%s: %s=%s is not defined", ln->op, key, v);
+		return (-1);
+	}
+	*h = n->handle;
+	return (0);
+}
+
+static int
+check_unused(struct line *ln)
+{
+	int i;
+
+	for (i = 0; i < ln->nkv; i++) {
+		if (!ln->kv[i].used) {
+			protoerr("%s takes no argument '%s'", ln->op,
+			    ln->kv[i].key);
+			return (-1);
+		}
+	}
+	return (0);
+}
+
+/* ------------------------------------------------------------ ops */
+
+/* Run one ioctl op on the worker, print it, bind `newname' to the handle. */
+static void
+simple_op(struct result *res, const char *newname, enum objkind kind)
+{
+	run_budgeted(job_ioctl, res);
+	if (newname != NULL) {
+		struct name *n = name_bind(newname, kind);
+
+		n->handle = (res->rc == 0 && (res->req.valid & DDIH_V_HANDLE)) ?
+		    res->req.ohandle : 0;
+	}
+	print_result(res);
+}
+
+static void
+op_rmallocmap(struct line *ln, uint32_t op)
+{
+	struct result res = { .coherent = -1 };
+	const char *m;
+	uint64_t mapsize;
+
+	req_init(&res.req, op);
+	if ((m = arg_newname(ln, "map")) == NULL ||
+	    arg_u64(ln, "mapsize", &mapsize) != 0 || check_unused(ln) != 0)
+		return;
+	res.req.arg[0] = mapsize;
+	simple_op(&res, m, OBJ_MAP);
+}
+
+static void
+op_rmalloc(struct line *ln)
+{
+	struct result res = { .coherent = -1 };
+
+	req_init(&res.req, DDIH_OP_RMALLOC);
+	if (arg_handle(ln, "map", OBJ_MAP, 0, &res.req.handle) != 0 ||
+	    arg_u64(ln, "size", &res.req.arg[0]) != 0 || check_unused(ln) != 0)
+		return;
+	simple_op(&res, NULL, 0);
+}
+
+/* 1 if thread `tid' of this process is sleeping ('S' in its stat). */
+static int
+thread_sleeping(pid_t tid)
+{
+	char path[64], buf[512], *p;
+	ssize_t n;
+	int fd;
+
+	(void) snprintf(path, sizeof (path), "/proc/self/task/%d/stat",
+	    (int)tid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return (0);
+	n = read(fd, buf, sizeof (buf) - 1);
+	(void) close(fd);
+	if (n <= 0)
+		return (0);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');		/* the state follows "(comm)" */
+	return (p != NULL && p[1] == ' ' && p[2] == 'S');
+}
+
+/*
+ * Wait (within the budget) until a new waiter has either returned or gone
+ * to sleep in the driver, so that the state printed for its start line is
+ * the state after its first allocation attempt.  If that cannot be told
+ * (no /proc), give up after the budget quietly.
+ */
+static void
+waiter_settle(struct waiter *w)
+{
+	struct timespec ts, now;
+	pid_t tid;
+	int done;
+
+	deadline(&ts, budget_ms);
+	for (;;) {
+		(void) pthread_mutex_lock(&mu);
+		done = w->done;
+		tid = w->tid;
+		(void) pthread_mutex_unlock(&mu);
+		if (done || (tid != 0 && thread_sleeping(tid)))
+			return;
+		(void) clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec > ts.tv_sec || (now.tv_sec == ts.tv_sec &&
+		    now.tv_nsec >= ts.tv_nsec))
+			return;
+		(void) usleep(1000);
+	}
+}
+
+static void
+op_rmalloc_wait(struct line *ln)
+{
+	struct result res = { .coherent = -1 };
+	const char *wname = getarg(ln, "waiter");
+	struct waiter *w;
+	struct name *n;
+
+	req_init(&res.req, DDIH_OP_RMALLOC_WAIT);
+	if (arg_handle(ln, "map", OBJ_MAP, 0, &res.req.handle) != 0 ||
+	    arg_u64(ln, "size", &res.req.arg[0]) != 0 || check_unused(ln) != 0)
+		return;
+	if (wname == NULL || strcmp(wname, "-") == 0) {
+		simple_op(&res, NULL, 0);
+		return;
+	}
+	if (!valid_name(wname)) {
+		protoerr("rmalloc_wait: waiter= must be an object name");
+		return;
+	}
+	n = name_find(wname, OBJ_WAITER);
+	if (n != NULL && n->w != NULL) {
+		protoerr("rmalloc_wait: waiter %s is already running", wname);
+		return;
+	}
+	w = calloc(1, sizeof (*w));
+	if (w == NULL) {
+		protoerr("rmalloc_wait: out of memory");
+		return;
+	}
+	w->fd = devfd;
+	w->res = res;
+	if (pthread_create(&w->th, NULL, waiter_main, w) != 0) {
+		free(w);
+		protoerr("rmalloc_wait: cannot start a thread");
+		return;
+	}
+	n = name_bind(wname, OBJ_WAITER);
+	n->w = w;
+	waiter_settle(w);
+	/* report the map's counters after the waiter's first attempt */
+	req_init(&res.req, DDIH_OP_RMALLOC);
+	res.req.handle = w->res.req.handle;
+	res.req.arg[0] = 0;		/* gen_pool_alloc(0): no effect */
+	run_budgeted(job_ioctl, &res);
+	res.req.kind = DDIH_KIND_OK;
+	res.req.valid &= DDIH_V_STATE;
+	if (res.rc < 0)
+		res.req.valid = 0;
+	res.rc = 0;
+	print_result(&res);
+}
+
+static void
+op_join(struct line *ln)
+{
+	const char *wname = getarg(ln, "waiter");
+	struct timespec ts;
+	struct name *n;
+	struct waiter *w;
+
+	if (check_unused(ln) != 0)
+		return;
+	if (wname == NULL || (n = name_find(wname, OBJ_WAITER)) == NULL ||
+	    n->w == NULL) {
+		protoerr("join: waiter=%s is not a running waiter",
+		    wname ? wname : "");
+		return;
+	}
+	w = n->w;
+	deadline(&ts, budget_ms);
+	(void) pthread_mutex_lock(&mu);
+	while (!w->done) {
+		if (pthread_cond_timedwait(&cv, &mu, &ts) == ETIMEDOUT &&
+		    !w->done)
+			hang();
+	}
+	(void) pthread_mutex_unlock(&mu);
+	(void) pthread_join(w->th, NULL);
+	print_result(&w->res);
+	free(w);
+	n->w = NULL;
+}
+
+static void
+op_rmfree(struct line *ln)
+{
+	struct result res = { .coherent = -1 };
+
+	req_init(&res.req, DDIH_OP_RMFREE);
+	if (arg_handle(ln, "map", OBJ_MAP, 0, &res.req.handle) != 0 ||
+	    arg_u64(ln, "size", &res.req.arg[0]) != 0 ||
+	    arg_u64(ln, "index", &res.req.arg[1]) != 0 ||
+	    check_unused(ln) != 0)
+		return;
+	simple_op(&res, NULL, 0);
+}
+
+static void
+op_rmfreemap(struct line *ln)
+{
+	struct result res = { .coherent = -1 };
+
+	req_init(&res.req, DDIH_OP_RMFREEMAP);
+	if (arg_handle(ln, "map", OBJ_MAP, 0, &res.req.handle) != 0 ||
+	    check_unused(ln) != 0)
+		return;
+	simple_op(&res, NULL, 0);
+}
+
+static void
+op_alloc(struct line *ln, uint32_t op)
+{
+	struct result res = { .coherent = -1 };
+	const char *b;
+
+	req_init(&res.req, op);
+	if ((b = arg_newname(ln, "buf")) == NULL ||
+	    arg_u64(ln, "size", &res.req.arg[0]) != 0 ||
+	    arg_u32(ln, "flags", &res.req.flags, 1, 0) != 0 ||
+	    check_unused(ln) != 0)
+		return;
+	simple_op(&res, b, OBJ_BUF);
+}
+
+static void
+op_umem_free(struct line *ln)
+{
+	struct result res = { .coherent = -1 };
+
+	req_init(&res.req, DDIH_OP_UMEM_FREE);
+	if (arg_handle(ln, "buf", OBJ_BUF, 1, &res.req.handle) != 0 ||
+	    check_unused(ln) != 0)
+		return;
+	simple_op(&res, NULL, 0);
+}
+
+static void
+op_kmem_free(struct line *ln)
+{
+	struct result res = { .coherent = -1 };
+
+	req_init(&res.req, DDIH_OP_KMEM_FREE);
+	if (arg_handle(ln, "buf", OBJ_BUF, 1, &res.req.handle) != 0 ||
+	    arg_u64(ln, "size", &res.req.arg[0]) != 0 ||
+	    check_unused(ln) != 0)
+		return;
+	simple_op(&res, NULL, 0);
+}
+
+struct export_job {
+	struct result	res;
+	uint32_t	prot;		/* PROT_* of ops.py */
+	int		shared;
+	uint64_t	len;
+};
+
+static int
+pattern_ioctl(uint32_t op, uint32_t h, uint64_t off, uint64_t len,
+    uint64_t seed, uint64_t *value)
+{
+	struct result r;
+
+	req_init(&r.req, op);
+	r.req.handle = h;
+	r.req.arg[0] = off;
+	r.req.arg[1] = len;
+	r.req.arg[2] = seed;
+	do_ioctl(devfd, &r);
+	if (r.rc < 0) {
+		(void) fprintf(stderr, "ddictl: coherence ioctl: %s\n",
+		    strerror(r.err));
+		return (-1);
+	}
+	if (value != NULL)
+		*value = r.req.value;
+	return (0);
+}
+
+static void
+job_export(void *arg)
+{
+	struct export_job *j = arg;
+	struct result *res = &j->res;
+	uint64_t maplen, off = (uint64_t)res->req.soff, i, v = 0;
+	int prot = 0, rw;
+	volatile uint8_t *p;
+	void *addr;
+
+	do_ioctl(devfd, res);
+	if (res->rc < 0)
+		return;
+	/* user space maps len rounded up to pages (MAP_LEN_CAP: see top) */
+	maplen = j->len > MAP_LEN_CAP ? DDIH_PAGESIZE :
+	    (j->len + DDIH_PAGESIZE - 1) & ~(uint64_t)(DDIH_PAGESIZE - 1);
+	if (j->prot & DDIH_PROT_READ)
+		prot |= PROT_READ;
+	if (j->prot & DDIH_PROT_WRITE)
+		prot |= PROT_WRITE;
+	if (j->prot & DDIH_PROT_EXEC)
+		prot |= PROT_EXEC;
+	addr = mmap(NULL, (size_t)maplen, prot,
+	    j->shared ? MAP_SHARED : MAP_PRIVATE, devfd, 0);
+	if (addr == MAP_FAILED) {
+		res->rc = -1;
+		res->err = errno;
+		return;
+	}
+	rw = (j->prot & (DDIH_PROT_READ | DDIH_PROT_WRITE)) ==
+	    (DDIH_PROT_READ | DDIH_PROT_WRITE);
+	if (rw && !(res->req.flags & DDIH_DEVMAP_MAPPING_INVALID)) {
+		/* user writes -> kernel reads; kernel writes -> user reads */
+		uint64_t s1 = 0x5a, s2 = 0xa7;
+		int ok = 1;
+
+		p = addr;
+		for (i = 0; i < maplen; i++)
+			p[i] = DDIH_PATTERN(s1, i);
+		if (pattern_ioctl(DDIH_OP_UMEM_CHECK, res->req.handle, off,
+		    maplen, s1, &v) != 0 || v != 1)
+			ok = 0;
+		if (pattern_ioctl(DDIH_OP_UMEM_FILL, res->req.handle, off,
+		    maplen, s2, NULL) != 0)
+			ok = 0;
+		for (i = 0; ok && i < maplen; i++) {
+			if (p[i] != DDIH_PATTERN(s2, i))
+				ok = 0;
+		}
+		res->coherent = ok;	/* MAP_PRIVATE: copy-on-write gives 0 */
+	}
+	(void) munmap(addr, (size_t)maplen);
+	res->req.kind = DDIH_KIND_OK;
+	res->req.valid = 0;
+}
+
+static void
+op_umem_export(struct line *ln)
+{
+	struct export_job j;
+	const char *mapping;
+	uint64_t maplen, setup_twice;
+	int given, g2;
+	const char *offs;
+
+	(void) memset(&j, 0, sizeof (j));
+	j.res.coherent = -1;
+	req_init(&j.res.req, DDIH_OP_UMEM_EXPORT);
+	if (arg_handle(ln, "buf", OBJ_BUF, 1, &j.res.req.handle) != 0)
+		return;
+	offs = getarg(ln, "off");
+	if (offs != NULL && parse_i64(offs, &j.res.req.soff) != 0) {
+		protoerr("umem_export: off=%s is not a signed 64-bit integer",
+		    offs);
+		return;
+	}
+	if (arg_u64(ln, "len", &j.len) != 0 ||
+	    arg_u64_opt(ln, "maxprot", 0xF, &j.res.req.arg[1], &g2) != 0 ||
+	    arg_u32(ln, "flags", &j.res.req.flags, 0, 0) != 0 ||
+	    arg_u32(ln, "prot", &j.prot, 0, DDIH_PROT_READ | DDIH_PROT_WRITE)
+	    != 0 ||
+	    arg_u64_opt(ln, "maplen", 0, &maplen, &given) != 0 ||
+	    arg_u64_opt(ln, "setup_twice", 0, &setup_twice, &g2) != 0)
+		return;
+	mapping = getarg(ln, "mapping");
+	if (mapping == NULL || strcmp(mapping, "shared") == 0) {
+		j.shared = 1;
+	} else if (strcmp(mapping, "private") == 0) {
+		j.shared = 0;
+	} else {
+		protoerr("umem_export: mapping= must be shared or private");
+		return;
+	}
+	if (setup_twice > 1) {
+		protoerr("umem_export: setup_twice= must be 0 or 1");
+		return;
+	}
+	if (check_unused(ln) != 0)
+		return;
+	j.res.req.arg[0] = j.len;
+	j.res.req.arg[2] = maplen;
+	j.res.req.arg[3] = setup_twice;
+	if (given)
+		j.res.req.xflags |= DDIH_XF_MAPLEN;
+	run_budgeted(job_export, &j);
+	print_result(&j.res);
+}
+
+/* ------------------------------------------------------------ main loop */
+
+static void
+open_dev(void)
+{
+	devfd = open(devpath, O_RDWR | O_CLOEXEC);
+	if (devfd < 0) {
+		(void) fprintf(stderr, "ddictl: open %s: %s\n", devpath,
+		    strerror(errno));
+		exit(2);
+	}
+}
+
+static void
+do_reset(void)
+{
+	waiters_cancel();
+	(void) close(devfd);
+	nnames = 0;
+	open_dev();
+}
+
+static void
+dispatch(struct line *ln)
+{
+	const char *op = ln->op;
+
+	if (strcmp(op, "rmallocmap") == 0)
+		op_rmallocmap(ln, DDIH_OP_RMALLOCMAP);
+	else if (strcmp(op, "rmallocmap_wait") == 0)
+		op_rmallocmap(ln, DDIH_OP_RMALLOCMAP_WAIT);
+	else if (strcmp(op, "rmalloc") == 0)
+		op_rmalloc(ln);
+	else if (strcmp(op, "rmalloc_wait") == 0)
+		op_rmalloc_wait(ln);
+	else if (strcmp(op, "join") == 0)
+		op_join(ln);
+	else if (strcmp(op, "rmfree") == 0)
+		op_rmfree(ln);
+	else if (strcmp(op, "rmfreemap") == 0)
+		op_rmfreemap(ln);
+	else if (strcmp(op, "umem_alloc") == 0)
+		op_alloc(ln, DDIH_OP_UMEM_ALLOC);
+	else if (strcmp(op, "umem_free") == 0)
+		op_umem_free(ln);
+	else if (strcmp(op, "umem_export") == 0)
+		op_umem_export(ln);
+	else if (strcmp(op, "kmem_alloc") == 0)
+		op_alloc(ln, DDIH_OP_KMEM_ALLOC);
+	else if (strcmp(op, "kmem_zalloc") == 0)
+		op_alloc(ln, DDIH_OP_KMEM_ZALLOC);
+	else if (strcmp(op, "kmem_free") == 0)
+		op_kmem_free(ln);
+	else
+		protoerr("unknown op '%s'", op);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct sigaction sa;
+	pthread_condattr_t ca;
+	pthread_t worker;
+	char *buf = NULL;
+	size_t bufcap = 0;
+	ssize_t n;
+
+	if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
+		(void) fprintf(stderr, "usage: ddictl [device]\n");
+		return (2);
+	}
+	if (argc == 2)
+		devpath = argv[1];
+	else if (getenv("DDIH_DEV") != NULL)
+		devpath = getenv("DDIH_DEV");
+
+	(void) memset(&sa, 0, sizeof (sa));
+	sa.sa_handler = on_sigusr1;	/* no SA_RESTART: ioctl gets EINTR */
+	(void) sigemptyset(&sa.sa_mask);
+	(void) sigaction(SIGUSR1, &sa, NULL);
+
+	(void) pthread_condattr_init(&ca);
+	(void) pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	(void) pthread_cond_init(&cv, &ca);
+
+	open_dev();
+	if (pthread_create(&worker, NULL, worker_main, NULL) != 0) {
+		(void) fprintf(stderr, "ddictl: cannot start the worker\n");
+		return (2);
+	}
+
+	while ((n = getline(&buf, &bufcap, stdin)) >= 0) {
+		struct line ln;
+		char *s = buf;
+		uint64_t v;
+
+		while (*s == ' ' || *s == '\t')
+			s++;
+		if (*s == '\0' || *s == '\n' || *s == '\r' || *s == '#')
+			continue;
+		if (strlen(s) != (size_t)n - (size_t)(s - buf)) {
+			protoerr("the line contains a NUL byte");
+			continue;
+		}
+		if (split_line(s, &ln) != 0 || ln.op == NULL)
+			continue;
+		if (strncmp(ln.op, "budget_ms=", 10) == 0 && ln.nkv == 0) {
+			if (parse_u64(ln.op + 10, &v) != 0 || v == 0 ||
+			    v > 86400000ULL) {
+				protoerr("budget_ms= needs 1..86400000");
+				continue;
+			}
+			budget_ms = (long)v;
+			continue;
+		}
+		if (strcmp(ln.op, "reset") == 0 && ln.nkv == 0) {
+			do_reset();
+			continue;
+		}
+		if (strchr(ln.op, '=') != NULL) {
+			protoerr("'%s' is not an op name", ln.op);
+			continue;
+		}
+		dispatch(&ln);
+	}
+	(void) fflush(stdout);
+	_exit(0);
+}
