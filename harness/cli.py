@@ -22,6 +22,8 @@ examples:
   ddi-harness model harness/traces/rmap/seed-rmalloc-example.yaml
   ddi-harness model --json --model documented harness/traces
   ddi-harness bench model --ops 200000
+  ddi-harness image build linux
+  ddi-harness run --target linux --junit out/junit.xml
 """
 
 
@@ -39,6 +41,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.bench import bench_command
 
     return bench_command(args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.conformance.live import run_command
+
+    return run_command(args)
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from harness.images import ImageError, build_linux_image, image_summary
+
+    if args.name != "linux":
+        print(f"error: image {args.name!r} is not available yet; `image build linux` is", file=sys.stderr)
+        return 2
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None)
+
+        try:
+            img = build_linux_image(progress=progress, force=args.rebuild)
+        except ImageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    print(json.dumps(image_summary(img), indent=1, default=str))
+    return 0
 
 
 def cmd_traces(args: argparse.Namespace) -> int:
@@ -98,6 +131,35 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     b.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser(
+        "run", help="a conformance run against a live guest",
+        description="Boot a guest, build and load the ddih driver, run the traces through it step "
+                    "by step, compare every result with the target's model, and write reports "
+                    "(JSON, JUnit). Exit status 1 on any divergence.")
+    r.add_argument("--target", default="linux", choices=["linux", "openindiana", "omnios"],
+                   help="which guest (default: linux, assembled offline from Debian packages)")
+    r.add_argument("--traces", action="append", metavar="PATH",
+                   help="trace file or directory (repeatable; default: the corpus)")
+    r.add_argument("--match", metavar="TEXT", help="only traces whose name contains TEXT")
+    r.add_argument("--out", default="out", help="directory for reports and guest logs (default: out)")
+    r.add_argument("--json", metavar="FILE", help="JSON report (default: OUT/run.json)")
+    r.add_argument("--junit", metavar="FILE", help="JUnit XML report (default: OUT/junit.xml)")
+    r.add_argument("--destructive", action="store_true",
+                   help="also run traces whose expected outcome panics or hangs the kernel, with the "
+                        "driver loaded in destructive mode")
+    r.add_argument("--budget-ms", type=int, default=2000,
+                   help="time budget per op before it counts as a hang (default 2000)")
+    r.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
+                   help="QEMU accelerator (default: try KVM, fall back to TCG)")
+    r.set_defaults(func=cmd_run)
+
+    im = sub.add_parser("image", help="build guest images",
+                        description="Build (or reuse from the cache) a guest image.")
+    im.add_argument("action", choices=["build"])
+    im.add_argument("name", choices=["linux"], help="which image")
+    im.add_argument("--rebuild", action="store_true", help="rebuild even if the cache is valid")
+    im.set_defaults(func=cmd_image)
 
     t = sub.add_parser("traces", help="validate trace files and list them",
                        description="Load and validate traces without running them.")

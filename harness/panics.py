@@ -196,7 +196,7 @@ def scan(text: str, os: str) -> list[Finding]:
                     if _KMEM_REASON.match(msgs[j]):
                         consumed.add(j)
                         break
-            excerpt = "\n".join(l.rstrip("\r") for l in lines[i:i + EXCERPT_LINES])
+            excerpt = "\n".join(l.rstrip("\r") for l in lines[i:i + EXCERPT_LINES]).rstrip("\n")
             findings.append(Finding(rec.kind, title, i + 1, excerpt, message))
             break
     return findings

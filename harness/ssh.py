@@ -197,10 +197,12 @@ class SSH:
                 err += chan.recv_stderr(65536)
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise SSHConnectionLost(f"connection lost during {cmd!r}: {e}") from None
-        if not chan.status_event.is_set():
+        # paramiko reports -1 when the channel closed without an exit-status
+        # message (it also sets status_event on close)
+        status = chan.exit_status if chan.status_event.is_set() else -1
+        if status == -1:
             raise SSHConnectionLost(f"{cmd!r}: channel closed without an exit status "
                                     "(guest crashed or sshd died)")
-        status = chan.recv_exit_status()
         chan.close()
         res = CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"),
                             time.monotonic() - t0)

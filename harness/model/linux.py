@@ -17,7 +17,8 @@ Two layers, kept apart on purpose:
    guards listed in ``DESTRUCTIVE_PASSTHROUGH`` (the ones whose only purpose is
    to stop a kernel BUG), so the raw layer is reached and BUGs.  The argument
    sanity guards (size 0, wrapping range, index 0, the 2^24 chunk cap, the
-   4096-chunk limit, umem caps) stay on in both modes.  Tests may pass
+   4096-chunk limit, rmfreemap while a waiter sleeps, umem/kmem caps) stay on
+   in both modes, exactly as kmod/linux/ddih.c does.  Tests may pass
    ``guards=()`` to get the bare kernel mapping of the spec (the rows marked
    "⟂" in section 6).
 
@@ -293,6 +294,11 @@ class _Slab:
     that cache pops the head (the same pointer comes back, spec 3.2).  An empty
     stack means the head is some object the trace never saw.  Large
     allocations (> 8192) freed twice warn once per boot and return.
+
+    Not modelled: other kmalloc traffic between two ops (the driver's own
+    ddih_obj / gen_pool / vm_struct objects live in kmalloc-64, vmalloc page
+    arrays in small classes, and the guest's I/O path uses many classes), so
+    only a second kfree directly after the first is a reliable prediction.
     """
 
     def __init__(self) -> None:
@@ -355,6 +361,7 @@ GUARDS: dict[str, Guard] = {
     "rmfree_chunk_cap": Guard("E2BIG", "add branch: size > 2^24"),
     "rmfree_chunks": Guard("ENOSPC", "add branch: more than 4096 chunks in the map"),
     "rmalloc_wait_size0": Guard("EINVAL", "rmalloc_wait size 0"),
+    "rmfreemap_waiters": Guard("EBUSY", "rmfreemap while an rmalloc_wait sleeps on the map"),
     "rmfreemap_busy": Guard("EBUSY", "rmfreemap with outstanding allocations (avail != size)"),
     "umem_trash": Guard("ENOTSUP", "DDI_UMEM_TRASH"),
     "kmem_double_free": Guard("EBADF", "second kmem_free of a handle"),
@@ -386,12 +393,16 @@ class _Waiter:
 
 @dataclass
 class _Buf:
+    """A trace buffer name.  Like guest/ddictl, a name whose creating op gave
+    NULL (or an error) stands for handle 0, i.e. a NULL pointer, for ever."""
+
     family: str  # umem | kmem
     size: int  # requested size
     present: bool  # a real allocation (not NULL, not ZERO_SIZE_PTR)
     rounded: int = 0  # umem: PAGE_ALIGN(size); kmem: ksize
     ptr: int | None = None  # kmem pointer identity (0 = ZERO_SIZE_PTR, None = NULL)
-    handle_live: bool = True
+    handle: bool = False  # the driver handed out a handle (else: handle 0 = NULL)
+    handle_live: bool = False
 
 
 class LinuxModel:
@@ -529,7 +540,11 @@ class LinuxModel:
         return Result("ok", state=counters)
 
     def _rmfreemap(self, step: Step) -> Result:
-        m = self.maps[step.args["map"]]
+        name = step.args["map"]
+        m = self.maps[name]
+        if self._on("rmfreemap_waiters") and any(
+                w.result is None and w.map_name == name for w in self.waiters.values()):
+            return self._refuse("rmfreemap_waiters", m.pool)
         if self._on("rmfreemap_busy") and m.pool.avail() != m.pool.size():
             return self._refuse("rmfreemap_busy", m.pool)
         m.pool.destroy()  # may raise KernelBug 255 (destructive)
@@ -555,14 +570,16 @@ class LinuxModel:
         # in an idle guest for <= 64 MiB); PAGEABLE: like the default, type 0x100.
         ctype = UMEM_COOKIE_TYPE_PAGEABLE if flags & UMEM_FLAGS["DDI_UMEM_PAGEABLE"] else UMEM_COOKIE_TYPE
         rounded = page_align(size)
-        self.bufs[name] = _Buf("umem", size, present=True, rounded=rounded)
+        self.bufs[name] = _Buf("umem", size, present=True, rounded=rounded, handle=True, handle_live=True)
         return Result("value", value=rounded, attrs={"align": PAGE_SIZE, "zeroed": True, "type": ctype})
 
     def _umem_free(self, step: Step) -> Result:
-        name = step.args["buf"]
-        if name is not None and name in self.bufs:
-            self.bufs[name].present = False  # vfree; vfree(NULL) is a no-op
-            self.bufs[name].handle_live = False
+        buf = self.bufs.get(step.args["buf"]) if step.args["buf"] is not None else None
+        if buf is None or not buf.handle:
+            return Result("ok")  # ddi_umem_free(NULL): no-op
+        if not buf.handle_live:
+            return Result("error", message="EBADF", note="the handle is gone")
+        buf.present = buf.handle_live = False  # vfree
         return Result("ok")
 
     def _umem_export(self, step: Step) -> Result:
@@ -588,8 +605,8 @@ class LinuxModel:
             return einval
         if maplen is not None and maplen % PAGE_SIZE:
             return einval
-        if prot & _RW != _RW:
-            return Result("ok")  # coherence cannot be checked both ways
+        if prot & _RW != _RW or dflags & DEVMAP_FLAGS["DEVMAP_MAPPING_INVALID"]:
+            return Result("ok")  # ddictl does not run the two-way coherence check
         return Result("ok", attrs={"coherent": step.args.get("mapping", "shared") == "shared"})
 
     # --------------------------------------------------------------- kmem
@@ -603,7 +620,8 @@ class LinuxModel:
         # on Debian (init_on_alloc=1), kzalloc by definition.
         ptr = self.slab.kmalloc(size)
         k = ksize(size)
-        self.bufs[name] = _Buf("kmem", size, present=bool(ptr), rounded=k, ptr=ptr)
+        self.bufs[name] = _Buf("kmem", size, present=bool(ptr), rounded=k, ptr=ptr,
+                               handle=ptr is not None, handle_live=ptr is not None)
         if ptr is None:
             return Result("null")
         if ptr == 0:
@@ -615,7 +633,9 @@ class LinuxModel:
         if name is None:
             return Result("ok")  # kfree(NULL)
         buf = self.bufs[name]
-        if not buf.handle_live:
+        if not buf.handle:
+            return Result("ok")  # the name stands for NULL: kfree(NULL)
+        if not buf.handle_live:  # a tombstone
             if self._on("kmem_double_free"):
                 return self._refuse("kmem_double_free")
         buf.handle_live = False

@@ -382,6 +382,8 @@ GUARD_ROWS: list[tuple[str, list[dict[str, Any]], list[Any]]] = [
     ("export read-only: no coherent attr", [ua("b", 8192), ux("b", 4096, prot="PROT_READ")], [8192, OK]),
     ("kmem_double_free", [ka("p", 100), kf("p"), kf("p")], [128, OK, "E:EBADF"]),
     ("kmem_double_free (ZERO_SIZE_PTR)", [ka("p", 0), kf("p"), kf("p")], [0, OK, "E:EBADF"]),
+    ("kmem NULL name is handle 0", [ka("p", 5 << 20), kf("p"), kf("p")], ["null", OK, OK]),
+    ("rmfreemap_waiters", [mk(), rw(5, "w"), rfm()], [OK, OK, ("E:EBUSY", (0, 0))]),
 ]
 
 
@@ -389,7 +391,7 @@ GUARD_ROWS: list[tuple[str, list[dict[str, Any]], list[Any]]] = [
 def test_policy_guard(name: str, steps: list[dict[str, Any]], expected: list[Any]) -> None:
     results = run("policy", steps)
     check(results, expected)
-    if name == "export read-only: no coherent attr":
+    if name in ("export read-only: no coherent attr", "export MAPPING_INVALID|ALLOW_REMAP"):
         assert results[-1].attrs == {}
 
 
@@ -411,8 +413,19 @@ def test_guard_table_and_destructive_passthrough() -> None:
 
 def test_guards_that_stay_on_in_destructive_mode() -> None:
     r = run("destructive", [mk(), rf(0, 5), rf(11, M - 10), rf(5, 0), rf((1 << 24) + 1, 1), rw(0),
-                            ua("a", 1, "DDI_UMEM_TRASH")])
-    assert [token(x) for x in r] == [OK, "E:EINVAL", "E:EINVAL", "E:EINVAL", "E:E2BIG", "E:EINVAL", "E:ENOTSUP"]
+                            ua("a", 1, "DDI_UMEM_TRASH"), rw(1, "w"), rfm()])
+    assert [token(x) for x in r] == [OK, "E:EINVAL", "E:EINVAL", "E:EINVAL", "E:E2BIG", "E:EINVAL", "E:ENOTSUP",
+                                     OK, "E:EBUSY"]
+
+
+def test_buffer_names_and_handles() -> None:
+    # a NULL/failed umem name is handle 0: free is a no-op, export gives EINVAL
+    r = run("policy", [ua("a", 0), {"op": "umem_free", "buf": "a"}, ua("t", 10, "DDI_UMEM_TRASH"),
+                       ux("t", 4096), {"op": "umem_free", "buf": "t"}])
+    assert [token(x) for x in r] == ["null", OK, "E:ENOTSUP", "E:EINVAL", OK]
+    # destructive double kfree of the ZERO_SIZE_PTR and NULL names: kfree no-ops
+    r = run("destructive", [ka("z", 0), kf("z"), kf("z"), ka("n", 5 << 20), kf("n"), kf("n")])
+    assert [token(x) for x in r] == [0, OK, OK, "null", OK, OK]
 
 
 def test_results_carry_state_except_rmfreemap() -> None:

@@ -1,0 +1,113 @@
+"""`ddi-harness run`: a conformance run against a live guest, with progress and reports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.conformance.runner import RunSummary, TraceRecord, manifest, run_conformance, write_json, write_junit
+from harness.conformance.traces import TraceError, load_traces
+
+CORPUS = Path(__file__).resolve().parent.parent / "traces"
+TARGETS = ("linux", "openindiana", "omnios")
+
+
+def make_target(name: str, workdir: Path, destructive: bool, accel: str, log, progress):
+    if name == "linux":
+        from harness.targets.linux import LinuxTarget
+
+        return LinuxTarget(workdir, destructive=destructive, accel=accel, log=log, progress=progress)
+    raise SystemExit(f"error: target {name!r} is not available yet in this version; "
+                     "run with --target linux (the illumos targets are being built)")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    out = Path(args.out)
+    paths = args.traces or [str(CORPUS)]
+    try:
+        traces = load_traces(paths)
+    except TraceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.match:
+        traces = [t for t in traces if args.match in t.name]
+    log = lambda s: console.print(f"[dim]{s}[/dim]")  # noqa: E731
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        stages: dict[str, int] = {}
+
+        def image_progress(stage: str, done: int, total: int) -> None:
+            if stage not in stages:
+                stages[stage] = bar.add_task(f"image: {stage}", total=total or None)
+            bar.update(stages[stage], completed=done, total=total or None)
+
+        target = make_target(args.target, out / "work", args.destructive, args.accel, log, image_progress)
+        try:
+            target.prepare()
+            target.boot()
+        except Exception as e:
+            target_close(target)
+            console.print(f"[red]error:[/red] could not bring up the {args.target} guest: {e}")
+            return 2
+        task = bar.add_task(f"{args.target} ({target.facts.accelerator})", total=len(traces))
+
+        def on_trace(rec: TraceRecord) -> None:
+            bar.advance(task)
+            if rec.first_divergence:
+                d = rec.first_divergence
+                console.print(f"[red]DIVERGES[/red] {rec.name} step {d.index}: {d.call}: "
+                              f"{(d.mismatches + d.expect_failures)[0]}")
+
+        try:
+            summary = run_conformance(target, traces, destructive=args.destructive,
+                                      budget_ms=args.budget_ms, out_dir=out, on_trace=on_trace)
+            unloaded, left = target.unload()
+        finally:
+            target_close(target)
+    man = manifest(target, paths, args.destructive, sys.argv)
+    man["driver_unloaded"], man["outstanding_at_unload"] = unloaded, left
+    json_path = Path(args.json) if args.json else out / "run.json"
+    junit_path = Path(args.junit) if args.junit else out / "junit.xml"
+    write_json(json_path, summary, man)
+    write_junit(junit_path, summary, man)
+    print_summary(Console(), summary, man, json_path, junit_path)
+    return 1 if summary.divergences else 0
+
+
+def target_close(target) -> None:
+    try:
+        target.close()
+    except Exception:
+        pass
+
+
+def print_summary(console, summary: RunSummary, man: dict, json_path: Path, junit_path: Path) -> None:
+    from rich.table import Table
+
+    ran = [t for t in summary.traces if not t.skipped]
+    diverged = [t for t in ran if t.first_divergence]
+    rate = summary.steps / summary.seconds if summary.seconds else 0.0
+    table = Table(title="ddi-harness run", show_header=False, title_justify="left")
+    table.add_row("target", f"{man['target']} (model: {man['model']})")
+    table.add_row("guest kernel", f"{man.get('guest_kernel')} ({man.get('guest_kernel_package')})")
+    table.add_row("accelerator", f"{man.get('accelerator')}  {man.get('accelerator_reason') or ''}".strip())
+    table.add_row("boot to ready", f"{man.get('boot_to_ready_s')} s ({man.get('boots')} boots, "
+                                   f"{man.get('guest_replacements')} replaced)")
+    table.add_row("traces", f"{len(ran)} run, {len(summary.traces) - len(ran)} skipped (destructive)")
+    table.add_row("steps", f"{summary.steps} in {summary.seconds:.1f} s ({rate:.0f} steps/s)")
+    table.add_row("divergences", f"{len(summary.divergences)} in {len(diverged)} traces")
+    table.add_row("driver unload", "ok, nothing outstanding" if man.get("driver_unloaded") and
+                  man.get("outstanding_at_unload") == 0 else
+                  f"unloaded={man.get('driver_unloaded')} outstanding={man.get('outstanding_at_unload')}")
+    table.add_row("reports", f"{json_path}  {junit_path}")
+    console.print(table)
+    for t in diverged[:20]:
+        d = t.first_divergence
+        console.print(f"  {t.name} step {d.index}: {d.call}: {(d.mismatches + d.expect_failures)[0]}")

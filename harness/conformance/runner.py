@@ -1,0 +1,189 @@
+"""Run traces on a live target, step by step against the target's model.
+
+Every trace runs on fresh driver state (its own ddictl process and open
+file).  Each observed result is compared with the model's prediction; a
+mismatch is a divergence.  Results are appended to ``results.jsonl`` as they
+come, so a killed run still leaves a readable partial record; the JSON and
+JUnit reports are written at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+from xml.etree import ElementTree as ET
+
+from harness import __version__
+from harness.conformance.compare import Mismatch, check_expect, compare
+from harness.conformance.traces import Trace
+from harness.model import build
+from harness.model.base import ModelConfig
+from harness.model.outcome import Result
+
+
+class Target(Protocol):
+    name: str
+    model_name: str
+    facts: Any
+
+    def run_trace(self, trace: Trace, budget_ms: int) -> list[Result]: ...
+
+
+@dataclass
+class StepRecord:
+    index: int
+    op: str
+    call: str
+    predicted: dict[str, Any]
+    observed: dict[str, Any] | None
+    mismatches: list[str] = field(default_factory=list)
+    expect_failures: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TraceRecord:
+    name: str
+    source: str
+    seconds: float
+    steps: list[StepRecord] = field(default_factory=list)
+    end: str = "completed"
+    skipped: str | None = None
+
+    @property
+    def first_divergence(self) -> StepRecord | None:
+        return next((s for s in self.steps if s.mismatches or s.expect_failures), None)
+
+
+@dataclass
+class RunSummary:
+    traces: list[TraceRecord] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def divergences(self) -> list[dict[str, Any]]:
+        out = []
+        for t in self.traces:
+            for s in t.steps:
+                for m in s.mismatches + s.expect_failures:
+                    out.append({"trace": t.name, "step": s.index, "call": s.call, "mismatch": m})
+        return out
+
+    @property
+    def steps(self) -> int:
+        return sum(len(t.steps) for t in self.traces)
+
+
+def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = False,
+                    budget_ms: int = 2000, out_dir: Path | None = None,
+                    on_trace: Callable[[TraceRecord], None] = lambda t: None) -> RunSummary:
+    summary = RunSummary()
+    jsonl = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        jsonl = open(out_dir / "results.jsonl", "w", buffering=1)
+    t_run = time.monotonic()
+    try:
+        for trace in traces:
+            if trace.destructive and not destructive:
+                rec = TraceRecord(trace.name, trace.source, 0.0, skipped="destructive (use --destructive)")
+            else:
+                rec = run_one(target, trace, destructive, budget_ms)
+            summary.traces.append(rec)
+            if jsonl:
+                jsonl.write(json.dumps(asdict(rec)) + "\n")
+            on_trace(rec)
+    finally:
+        summary.seconds = time.monotonic() - t_run
+        if jsonl:
+            jsonl.close()
+    return summary
+
+
+def run_one(target: Target, trace: Trace, destructive: bool, budget_ms: int) -> TraceRecord:
+    t0 = time.monotonic()
+    observed = target.run_trace(trace, budget_ms)
+    model = build(target.model_name, ModelConfig(destructive=destructive).with_trace(trace))
+    rec = TraceRecord(trace.name, trace.source, 0.0)
+    for i, step in enumerate(trace.steps):
+        predicted = model.step(step)
+        if predicted.state is None and "map" in step.args and step.op != "rmfreemap":
+            predicted.state = model.state(step.args["map"])
+        obs = observed[i] if i < len(observed) else None
+        sr = StepRecord(i + 1, step.op, step.call_text(), predicted.to_json(),
+                        obs.to_json() if obs else None)
+        if obs is None:
+            sr.mismatches.append("no result: the guest stopped before this step")
+        else:
+            sr.mismatches = [str(m) for m in diverges(predicted, obs)]
+            exp = step.expect.get(target.model_name)
+            if exp is not None:
+                sr.expect_failures = [f"expect_{target.model_name} {m}" for m in check_expect(exp, obs)]
+        rec.steps.append(sr)
+        if obs is None or obs.terminal or predicted.terminal:
+            rec.end = obs.kind if obs is not None and obs.terminal else ("no result" if obs is None else "completed")
+            break
+    rec.seconds = round(time.monotonic() - t0, 3)
+    return rec
+
+
+def diverges(predicted: Result, observed: Result) -> list[Mismatch]:
+    """Exact comparison; a predicted attribute the kernel did not report is a mismatch too."""
+    out = compare(predicted, observed)
+    for key in predicted.attrs:
+        if key != "align" and key not in observed.attrs and predicted.kind == observed.kind:
+            out.append(Mismatch(key, predicted.attrs[key], "not reported"))
+    if predicted.kind == observed.kind and "align" in predicted.attrs and "offset" not in observed.attrs:
+        out.append(Mismatch("align", predicted.attrs["align"], "offset not reported"))
+    return out
+
+
+# ---------------------------------------------------------------- reports
+
+def manifest(target: Target, traces_arg: list[str], destructive: bool, argv: list[str]) -> dict[str, Any]:
+    facts = asdict(target.facts) if hasattr(target.facts, "__dataclass_fields__") else dict(target.facts)
+    return {"harness_version": __version__, "target": target.name, "model": target.model_name,
+            "destructive": destructive, "traces": traces_arg, "command": argv,
+            "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **facts}
+
+
+def write_json(path: Path, summary: RunSummary, man: dict[str, Any]) -> None:
+    doc = {"manifest": man, "accelerator": man.get("accelerator"), "guest_kernel": man.get("guest_kernel"),
+           "seconds": round(summary.seconds, 2), "steps": summary.steps,
+           "divergences": summary.divergences,
+           "traces": [asdict(t) for t in summary.traces]}
+    path.write_text(json.dumps(doc, indent=1))
+
+
+def write_junit(path: Path, summary: RunSummary, man: dict[str, Any]) -> None:
+    suite = ET.Element("testsuite", name=f"ddi-harness.{man['target']}",
+                       tests=str(len(summary.traces)),
+                       failures=str(sum(1 for t in summary.traces if t.first_divergence)),
+                       skipped=str(sum(1 for t in summary.traces if t.skipped)),
+                       time=f"{summary.seconds:.2f}")
+    props = ET.SubElement(suite, "properties")
+    for key in ("accelerator", "guest_kernel", "target", "harness_version"):
+        ET.SubElement(props, "property", name=key, value=str(man.get(key, "")))
+    for t in summary.traces:
+        case = ET.SubElement(suite, "testcase", classname=f"{man['target']}.{Path(t.source).parent.name}",
+                             name=t.name, time=f"{t.seconds:.3f}")
+        if t.skipped:
+            ET.SubElement(case, "skipped", message=t.skipped)
+            continue
+        d = t.first_divergence
+        if d is not None:
+            msgs = d.mismatches + d.expect_failures
+            fail = ET.SubElement(case, "failure", message=f"step {d.index}: {d.call}: {msgs[0]}")
+            fail.text = "\n".join(f"step {s.index}: {s.call} -> {_short(s.observed)}  predicted {_short(s.predicted)}"
+                                  for s in t.steps)
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _short(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "(none)"
+    return Result.from_json(r).short()

@@ -1,0 +1,239 @@
+"""The Linux target: a Debian kernel in QEMU running the Linux port of ddih.
+
+Stages: build (or reuse) the guest image from Debian packages; build the
+module against the image's headers and the static op runner on the host;
+boot; upload both over SSH; insmod; run each trace as one ddictl batch over
+SSH (results travel on the SSH channel, never the console); watch the
+console for kernel trouble; replace the guest when it dies.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from harness import panics
+from harness.conformance.traces import Trace
+from harness.images import LinuxImage, build_linux_image
+from harness.machine import Machine, MachineConfig, MachineError
+from harness.model.outcome import Result
+from harness.protocol import ProtocolError, control_budget, decode, encode
+from harness.ssh import SSHError, quote
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST_DIR = "/tmp/ddih"
+Log = Callable[[str], None]
+
+
+class TargetError(Exception):
+    """The target could not be prepared or booted; the message says what to do."""
+
+
+def _make(argv: list[str], what: str, cwd: Path | None = None) -> None:
+    p = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise TargetError(f"{what} failed (exit {p.returncode}): {' '.join(argv)}\n"
+                          f"{(p.stdout + p.stderr)[-3000:]}")
+
+
+def build_module(image: LinuxImage, build_dir: Path) -> Path:
+    """Build kmod/linux/ddih.ko against the image's headers, out of tree."""
+    src = build_dir / "kmod-linux"
+    if src.exists():
+        shutil.rmtree(src)
+    src.mkdir(parents=True)
+    for f in ("ddih.c", "Makefile"):
+        shutil.copy2(REPO / "kmod" / "linux" / f, src / f)
+    shutil.copy2(REPO / "kmod" / "ddih_ioctl.h", build_dir / "ddih_ioctl.h")
+    _make(["make", "-s", "-C", str(image.headers_dir), f"M={src}", "modules"], "building the ddih module")
+    ko = src / "ddih.ko"
+    _make(["strip", "--strip-debug", str(ko)], "stripping ddih.ko")
+    return ko
+
+
+def build_ddictl(build_dir: Path) -> Path:
+    """Build the static op runner guest/ddictl on the host."""
+    out = build_dir / "ddictl"
+    _make(["gcc", "-O2", "-static", "-Wall", "-Werror", f"-I{REPO / 'kmod'}", "-o", str(out),
+           str(REPO / "guest" / "ddictl.c"), "-lpthread"], "building guest/ddictl")
+    return out
+
+
+@dataclass
+class Facts:
+    """What every report header says about the run's guest."""
+
+    target: str = "linux"
+    accelerator: str = ""
+    accelerator_reason: str = ""
+    guest_kernel: str = ""
+    guest_kernel_package: str = ""
+    image_key: str = ""
+    qemu_argv: list[str] = field(default_factory=list)
+    boot_to_ready_s: float = 0.0
+    driver_build_s: float = 0.0
+    boots: int = 0
+    guest_replacements: int = 0
+
+
+class LinuxTarget:
+    name = "linux"
+    model_name = "linux"
+    os = "linux"
+
+    def __init__(self, workdir: Path, destructive: bool = False, accel: str = "auto",
+                 log: Log = lambda s: None, progress=None) -> None:
+        self.workdir = Path(workdir)
+        self.destructive = destructive
+        self.accel = accel
+        self.log = log
+        self.progress = progress
+        self.facts = Facts()
+        self.image: LinuxImage | None = None
+        self.machine: Machine | None = None
+        self.ssh = None
+        self.ko: Path | None = None
+        self.ddictl: Path | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def prepare(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log("guest image: building or reusing the cached Debian image")
+        self.image = build_linux_image(progress=self.progress)
+        self.facts.guest_kernel = self.image.kernel_release
+        self.facts.guest_kernel_package = self.image.kernel_version
+        self.facts.image_key = self.image.key
+        t = time.monotonic()
+        build = self.workdir / "build"
+        build.mkdir(exist_ok=True)
+        self.ko = build_module(self.image, build)
+        self.ddictl = build_ddictl(build)
+        self.facts.driver_build_s = round(time.monotonic() - t, 2)
+        self.log(f"driver and ddictl built in {self.facts.driver_build_s} s")
+
+    def boot(self) -> None:
+        assert self.image and self.ko and self.ddictl, "prepare() first"
+        self.facts.boots += 1
+        cfg = MachineConfig.from_image(self.image, accel=self.accel)
+        m = Machine(cfg, log_dir=self.workdir / f"guest-{self.facts.boots}")
+        self.machine = m
+        try:
+            m.start()
+            self.facts.boot_to_ready_s = round(m.wait_ready(), 2)
+            self.facts.accelerator = m.accel or ""
+            self.facts.accelerator_reason = getattr(m.accel_choice, "reason", "")
+            self.facts.qemu_argv = m.argv
+            self.ssh = m.ssh()
+            self.ssh.run(f"mkdir -p {GUEST_DIR}", timeout=30)
+            self.ssh.put(self.ko, f"{GUEST_DIR}/ddih.ko", 0o600)
+            self.ssh.put(self.ddictl, f"{GUEST_DIR}/ddictl", 0o700)
+            r = self.ssh.run(f"insmod {GUEST_DIR}/ddih.ko destructive={int(self.destructive)}", timeout=60)
+            if r.status != 0:
+                raise TargetError(f"insmod ddih.ko failed: {r.stderr.strip()}")
+            m.console.new_text()  # boot noise is not a step's business
+        except Exception:
+            self.close()
+            raise
+        self.log(f"guest up in {self.facts.boot_to_ready_s} s ({self.facts.accelerator}), driver loaded")
+
+    def replace_guest(self) -> None:
+        """A dead or wedged guest is killed and a fresh one booted."""
+        self.facts.guest_replacements += 1
+        self.close()
+        self.boot()
+
+    def close(self) -> None:
+        if self.ssh is not None:
+            try:
+                self.ssh.close()
+            except Exception:
+                pass
+            self.ssh = None
+        if self.machine is not None:
+            self.machine.shutdown(timeout=5)
+            self.machine = None
+
+    # ---------------------------------------------------------------- ops
+
+    def alive(self) -> bool:
+        return self.machine is not None and self.machine.is_running()
+
+    def run_trace(self, trace: Trace, budget_ms: int) -> list[Result]:
+        """Observed results, one per executed step (fewer when the guest dies)."""
+        if not self.alive():
+            self.replace_guest()
+        assert self.machine and self.ssh
+        try:
+            lines = [control_budget(budget_ms)] + [encode(s) for s in trace.steps]
+        except ProtocolError as e:
+            raise TargetError(f"trace {trace.name}: {e}") from None
+        self.machine.console.new_text()
+        timeout = 10 + len(trace.steps) * (budget_ms / 1000 + 1)
+        out, died = "", None
+        try:
+            r = self.ssh.run(f"{GUEST_DIR}/ddictl", input="\n".join(lines) + "\n", timeout=timeout)
+            out = r.stdout
+            if r.status not in (0, 3):
+                died = f"ddictl exited with status {r.status}: {r.stderr.strip()[-300:]}"
+        except SSHError as e:
+            died = f"the SSH command failed: {e}"
+        results: list[Result] = []
+        for line in out.splitlines():
+            try:
+                results.append(decode(line))
+            except ProtocolError:
+                continue
+        console = self._console_after(died is not None or len(results) < len(trace.steps))
+        findings = panics.scan(console, "linux")
+        fatal = panics.first_fatal(findings)
+        if fatal is not None or not self.alive():
+            message = panics.panic_message(findings) or "the guest died (QEMU exited)"
+            if results and results[-1].kind == "hang":
+                results.pop()  # the hang was the worker thread dying in a BUG
+            results.append(Result("panic", message=message, note=_excerpt(console, fatal)))
+            self.close()
+        elif findings and results:
+            last = results[-1]
+            last.warnings = tuple(last.warnings) + tuple(f.title for f in findings)
+        elif died and len(results) < len(trace.steps):
+            results.append(Result("hang", note=died))
+            self.close()
+        return results
+
+    def _console_after(self, trouble: bool) -> str:
+        """Console text since the batch started; after trouble wait briefly for QEMU to exit."""
+        assert self.machine
+        if trouble and self.machine.is_running():
+            self.machine.wait_exit(2.0)
+        text = self.machine.console.new_text() if self.machine.console else ""
+        return text
+
+    def outstanding(self) -> int:
+        assert self.ssh
+        r = self.ssh.run("cat /sys/module/ddih/parameters/outstanding", timeout=30)
+        return int(r.stdout.strip())
+
+    def unload(self) -> tuple[bool, int]:
+        """rmmod the driver; (unloaded, objects outstanding before)."""
+        if not self.alive() or self.ssh is None:
+            return False, -1
+        left = self.outstanding()
+        r = self.ssh.run("rmmod ddih", timeout=60)
+        return r.status == 0, left
+
+    def guest_command(self, *argv: str, timeout: float = 60):
+        assert self.ssh
+        return self.ssh.run(quote(*argv), timeout=timeout)
+
+
+def _excerpt(console: str, fatal) -> str:
+    lines = console.splitlines()
+    if fatal is not None and getattr(fatal, "line", None) is not None:
+        start = max(0, fatal.line - 2)
+        return "\n".join(lines[start:start + 25])
+    return "\n".join(lines[-25:])
