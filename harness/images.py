@@ -644,8 +644,11 @@ def build_linux_image(manifest_path: str | os.PathLike | None = None,
     """Build (or reuse) the Linux guest image described by ``manifest_path``.
 
     ``cache_dir`` overrides ``$XDG_CACHE_HOME/ddi-harness``; images go to
-    ``<cache_dir>/linux/<key>``.  ``progress(stage, done, total)`` is called
-    as the build advances.  Raises ImageError with a fix on failure.
+    ``<cache_dir>/linux/<key>`` and .debs to ``<cache_dir>/linux/debs``.
+    ``progress(stage, done, total)`` is called as the build advances; stages
+    in order: resolve, download (done/total = packages), extract, vmlinux,
+    headers, keys, initramfs (done/total = steps), done.  ``force`` rebuilds
+    even if a complete image exists.  Raises ImageError with a fix on failure.
     """
     progress = progress or _noop_progress
     manifest, raw = load_manifest(manifest_path)
@@ -674,6 +677,11 @@ def build_linux_image(manifest_path: str | os.PathLike | None = None,
     with open(root / ".lock", "a+") as lockf:
         fcntl.flock(lockf, fcntl.LOCK_EX)
         try:
+            # leftovers of builds that were killed (we hold the lock: none is running)
+            for stale in root.glob(".*.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            for stale in root.glob(".*.old-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             img = None if force else _load(final)
             if img is None:
                 tmp = Path(tempfile.mkdtemp(prefix=f".{key}.tmp-", dir=root))

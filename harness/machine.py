@@ -552,7 +552,8 @@ class Machine:
 
     def _stderr_text(self) -> str:
         try:
-            return self.stderr_log.read_text(errors="replace") if self.stderr_log else ""
+            text = self.stderr_log.read_text(errors="replace") if self.stderr_log else ""
+            return "\n".join(l for l in text.splitlines() if "QEMU waiting for connection" not in l)
         except OSError:
             return ""
 

@@ -164,24 +164,35 @@ class LinuxTarget:
         return self.machine is not None and self.machine.is_running()
 
     def run_trace(self, trace: Trace, budget_ms: int) -> list[Result]:
-        """Observed results, one per executed step (fewer when the guest dies)."""
+        """Observed results, one per executed step (fewer when the guest dies).
+
+        Normally the whole trace goes to ddictl as one batch.  A guest that
+        dies mid-batch can take the last results with it (they were still in
+        the guest's SSH buffers), so then the trace is run again on a fresh
+        guest in lockstep, one op per round trip, which pins the panic to its
+        step.  Destructive runs use lockstep from the start.
+        """
+        results = self._run(trace, budget_ms, lockstep=self.destructive)
+        if results and results[-1].kind == "panic" and not self.destructive \
+                and len(results) <= len(trace.steps) and results[-1].note != "lockstep":
+            again = self._run(trace, budget_ms, lockstep=True)
+            if again and again[-1].kind == "panic":
+                return again
+        return results
+
+    def _run(self, trace: Trace, budget_ms: int, lockstep: bool) -> list[Result]:
         if not self.alive():
             self.replace_guest()
         assert self.machine and self.ssh
         try:
-            lines = [control_budget(budget_ms)] + [encode(s) for s in trace.steps]
+            lines = [encode(s) for s in trace.steps]
         except ProtocolError as e:
             raise TargetError(f"trace {trace.name}: {e}") from None
         self.machine.console.new_text()
-        timeout = 10 + len(trace.steps) * (budget_ms / 1000 + 1)
-        out, died = "", None
-        try:
-            r = self.ssh.run(f"{GUEST_DIR}/ddictl", input="\n".join(lines) + "\n", timeout=timeout)
-            out = r.stdout
-            if r.status not in (0, 3):
-                died = f"ddictl exited with status {r.status}: {r.stderr.strip()[-300:]}"
-        except SSHError as e:
-            died = f"the SSH command failed: {e}"
+        if lockstep:
+            out, died = self._lockstep(lines, budget_ms)
+        else:
+            out, died = self._batch(lines, budget_ms)
         results: list[Result] = []
         for line in out.splitlines():
             try:
@@ -192,10 +203,10 @@ class LinuxTarget:
         findings = panics.scan(console, "linux")
         fatal = panics.first_fatal(findings)
         if fatal is not None or not self.alive():
-            message = panics.panic_message(findings) or "the guest died (QEMU exited)"
             if results and results[-1].kind == "hang":
                 results.pop()  # the hang was the worker thread dying in a BUG
-            results.append(Result("panic", message=message, note=_excerpt(console, fatal)))
+            results.append(Result("panic", message=_fatal_message(findings),
+                                  note="lockstep" if lockstep else _excerpt(console, fatal)))
             self.close()
         elif findings and results:
             last = results[-1]
@@ -204,6 +215,54 @@ class LinuxTarget:
             results.append(Result("hang", note=died))
             self.close()
         return results
+
+    def _batch(self, lines: list[str], budget_ms: int) -> tuple[str, str | None]:
+        timeout = 10 + len(lines) * (budget_ms / 1000 + 1)
+        try:
+            r = self.ssh.run(f"{GUEST_DIR}/ddictl",
+                             input="\n".join([control_budget(budget_ms), *lines]) + "\n", timeout=timeout)
+        except SSHError as e:
+            return "", f"the SSH command failed: {e}"
+        if r.status not in (0, 3):
+            return r.stdout, f"ddictl exited with status {r.status}: {r.stderr.strip()[-300:]}"
+        return r.stdout, None
+
+    def _lockstep(self, lines: list[str], budget_ms: int) -> tuple[str, str | None]:
+        """One op per round trip on one ddictl process: nothing is in flight when the guest dies."""
+        transport = self.ssh.client.get_transport()
+        out: list[str] = []
+        try:
+            chan = transport.open_session(timeout=30)
+            chan.exec_command(f"{GUEST_DIR}/ddictl")
+            chan.settimeout(0.05)
+            chan.sendall((control_budget(budget_ms) + "\n").encode())
+            buf = b""
+            for line in lines:
+                chan.sendall((line + "\n").encode())
+                deadline = time.monotonic() + budget_ms / 1000 + 10
+                while b"\n" not in buf:
+                    if time.monotonic() > deadline:
+                        chan.close()
+                        return "\n".join(out), "no result line within the op budget"
+                    try:
+                        data = chan.recv(4096)
+                    except TimeoutError:
+                        data = None
+                    except OSError:
+                        data = None
+                    if data == b"" or (data is None and (chan.closed or chan.exit_status_ready())):
+                        return "\n".join(out), "ddictl stopped answering"
+                    if data:
+                        buf += data
+                text, buf = buf.split(b"\n", 1)
+                out.append(text.decode(errors="replace"))
+                if out[-1].startswith("kind=hang"):
+                    break
+            chan.shutdown_write()
+            chan.close()
+        except Exception as e:  # paramiko raises several types when the guest vanishes
+            return "\n".join(out), f"the SSH channel failed: {type(e).__name__}: {e}"
+        return "\n".join(out), None
 
     def _console_after(self, trouble: bool) -> str:
         """Console text since the batch started; after trouble wait briefly for QEMU to exit."""
@@ -229,6 +288,17 @@ class LinuxTarget:
     def guest_command(self, *argv: str, timeout: float = 60):
         assert self.ssh
         return self.ssh.run(quote(*argv), timeout=timeout)
+
+
+def _fatal_message(findings: list) -> str:
+    """The root cause first (``kernel BUG at ...``), then the panic line it led to."""
+    first = panics.first_fatal(findings)
+    final = panics.panic_message(findings)
+    if first is None:
+        return "the guest died (QEMU exited) with no kernel message on the console"
+    if final and final != first.title and final not in first.title:
+        return f"{first.title} / {final}"
+    return first.title
 
 
 def _excerpt(console: str, fatal) -> str:
