@@ -24,6 +24,7 @@ def make_target(name: str, workdir: Path, destructive: bool, accel: str, log, pr
 
 def run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
@@ -37,7 +38,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     if args.match:
         traces = [t for t in traces if args.match in t.name]
-    log = lambda s: console.print(f"[dim]{s}[/dim]")  # noqa: E731
+    log = lambda s: console.print(f"[dim]{escape(s)}[/dim]")  # noqa: E731
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
@@ -54,7 +55,8 @@ def run_command(args: argparse.Namespace) -> int:
             target.boot()
         except Exception as e:
             target_close(target)
-            console.print(f"[red]error:[/red] could not bring up the {args.target} guest: {e}")
+            console.print(f"[red]error:[/red] could not bring up the {args.target} guest: "
+                          f"{escape(str(e))}")
             return 2
         task = bar.add_task(f"{args.target} ({target.facts.accelerator})", total=len(traces))
 
@@ -62,8 +64,8 @@ def run_command(args: argparse.Namespace) -> int:
             bar.advance(task)
             if rec.first_divergence:
                 d = rec.first_divergence
-                console.print(f"[red]DIVERGES[/red] {rec.name} step {d.index}: {d.call}: "
-                              f"{(d.mismatches + d.expect_failures)[0]}")
+                console.print(f"[red]DIVERGES[/red] " + escape(f"{rec.name} step {d.index}: {d.call}: "
+                                                             f"{(d.mismatches + d.expect_failures)[0]}"))
 
         try:
             summary = run_conformance(target, traces, destructive=args.destructive,
@@ -110,4 +112,4 @@ def print_summary(console, summary: RunSummary, man: dict, json_path: Path, juni
     console.print(table)
     for t in diverged[:20]:
         d = t.first_divergence
-        console.print(f"  {t.name} step {d.index}: {d.call}: {(d.mismatches + d.expect_failures)[0]}")
+        console.print(f"  {t.name} step {d.index}: {d.call}: {(d.mismatches + d.expect_failures)[0]}", markup=False)

@@ -87,7 +87,7 @@ class LinuxTarget:
 
     def __init__(self, workdir: Path, destructive: bool = False, accel: str = "auto",
                  log: Log = lambda s: None, progress=None) -> None:
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).resolve()  # kbuild needs an absolute M=
         self.destructive = destructive
         self.accel = accel
         self.log = log
