@@ -102,7 +102,7 @@ def print_summary(console, summary: RunSummary, man: dict, json_path: Path, juni
     table.add_row("accelerator", f"{man.get('accelerator')}  {man.get('accelerator_reason') or ''}".strip())
     table.add_row("boot to ready", f"{man.get('boot_to_ready_s')} s ({man.get('boots')} boots, "
                                    f"{man.get('guest_replacements')} replaced)")
-    table.add_row("traces", f"{len(ran)} run, {len(summary.traces) - len(ran)} skipped (destructive)")
+    table.add_row("traces", f"{len(ran)} run, {len(summary.traces) - len(ran)} skipped (driver mode)")
     table.add_row("steps", f"{summary.steps} in {summary.seconds:.1f} s ({rate:.0f} steps/s)")
     table.add_row("divergences", f"{len(summary.divergences)} in {len(diverged)} traces")
     table.add_row("driver unload", "ok, nothing outstanding" if man.get("driver_unloaded") and

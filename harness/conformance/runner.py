@@ -88,8 +88,12 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
     t_run = time.monotonic()
     try:
         for trace in traces:
+            pinned = trace.config.get("destructive")
             if trace.destructive and not destructive:
                 rec = TraceRecord(trace.name, trace.source, 0.0, skipped="destructive (use --destructive)")
+            elif pinned is not None and pinned != destructive:
+                rec = TraceRecord(trace.name, trace.source, 0.0,
+                                  skipped=f"needs the driver with destructive={int(pinned)}")
             else:
                 rec = run_one(target, trace, destructive, budget_ms)
             summary.traces.append(rec)

@@ -2,7 +2,9 @@
 
 A trace is ``name``, optional ``about``, optional ``destructive`` (its
 expected outcome panics or hangs a kernel), optional ``config`` (kernel
-settings the expectations assume, e.g. ``kmem_flags: 0xf``), and ``steps``.
+settings the expectations assume, e.g. ``kmem_flags: 0xf``; ``destructive:
+false`` pins the driver's guards: such a trace is skipped in a destructive
+run), and ``steps``.
 A step is a mapping with ``op``, that op's arguments (harness/ops.py), and
 optionally ``expect`` (the illumos result) and ``expect_<model>`` (the result
 under another model, e.g. ``expect_linux``, ``expect_documented``).
@@ -23,7 +25,7 @@ from harness.model.outcome import KINDS
 from harness.ops import FLAG_TABLES, OPS, U64, Arg, OpSpec
 
 MODEL_NAMES = ("illumos", "documented", "linux")
-CONFIG_KEYS = {"kmem_flags": int, "debug": bool}
+CONFIG_KEYS = {"kmem_flags": int, "debug": bool, "destructive": bool}
 TRACE_KEYS = {"name", "about", "steps", "destructive", "config"}
 EXPECT_KEYS = {"kind", "value", "message", "panic", "error", "warnings", "attrs", "state"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")

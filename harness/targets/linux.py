@@ -259,6 +259,9 @@ class LinuxTarget:
                 if out[-1].startswith("kind=hang"):
                     break
             chan.shutdown_write()
+            end = time.monotonic() + 5  # let ddictl exit before the channel goes, as in a batch
+            while not chan.exit_status_ready() and time.monotonic() < end:
+                time.sleep(0.005)
             chan.close()
         except Exception as e:  # paramiko raises several types when the guest vanishes
             return "\n".join(out), f"the SSH channel failed: {type(e).__name__}: {e}"
