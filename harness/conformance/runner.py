@@ -122,7 +122,8 @@ def run_one(target: Target, trace: Trace, destructive: bool, budget_ms: int) -> 
         if obs is None:
             sr.mismatches.append("no result: the guest stopped before this step")
         else:
-            sr.mismatches = [str(m) for m in diverges(predicted, obs)]
+            sr.mismatches = [str(m) for m in diverges(predicted, obs, step.op,
+                                                      getattr(target, "unobservable", frozenset()))]
             exp = step.expect.get(target.model_name)
             if exp is not None:
                 sr.expect_failures = [f"expect_{target.model_name} {m}" for m in check_expect(exp, obs)]
@@ -134,9 +135,17 @@ def run_one(target: Target, trace: Trace, destructive: bool, budget_ms: int) -> 
     return rec
 
 
-def diverges(predicted: Result, observed: Result) -> list[Mismatch]:
-    """Exact comparison; a predicted attribute the kernel did not report is a mismatch too."""
+def diverges(predicted: Result, observed: Result, op: str = "",
+             unobservable: frozenset | set = frozenset()) -> list[Mismatch]:
+    """Exact comparison; a predicted attribute the kernel did not report is a mismatch too.
+
+    ``unobservable`` holds (op, field) pairs a target cannot observe (the
+    illumos driver cannot see which kmem cache served a buffer): those are
+    not compared, and the report shows only what was checked.
+    """
     out = compare(predicted, observed)
+    if (op, "value") in unobservable and observed.value is None:
+        out = [m for m in out if m.field != "value"]
     for key in predicted.attrs:
         if key != "align" and key not in observed.attrs and predicted.kind == observed.kind:
             out.append(Mismatch(key, predicted.attrs[key], "not reported"))

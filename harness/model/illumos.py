@@ -17,6 +17,7 @@ from harness.model.outcome import Result
 from harness.model.rmap import RmapState
 from harness.model.umem import UmemState
 from harness.model.vmem import VmemPanic
+from harness.ops import U64
 
 
 RMAP_OPS = frozenset(("rmallocmap", "rmallocmap_wait", "rmalloc", "rmalloc_wait", "rmfree",
@@ -82,14 +83,22 @@ class IllumosModel:
             return rm.rmalloc_wait(a["map"], a["size"], a.get("waiter"))
         if op == "rmfree":
             contained = rm.check_rmfree(a["map"], a["size"], a["index"])
+            if not contained and not self.config.destructive and a["index"] + a["size"] > U64:
+                rm.maps[a["map"]].contains -= 1
+                return refused("a span that wraps past 2^64 puts a free segment at 0 (undefined)")
             return rm.rmfree(a["map"], a["size"], a["index"], contained)
         if op == "rmfreemap":
+            if not self.config.destructive and rm.sleepers(a["map"]):
+                return R.error("EBUSY", note="a thread is asleep in rmalloc_wait on this map")
             return rm.rmfreemap(a["map"])
         if op == "join":
             return rm.join(a["waiter"])
         raise AssertionError(op)
 
     def _kmem_free(self, name: str | None, size: int) -> Result:
+        buf = self.kmem.bufs.get(name) if name else None
+        if not self.config.destructive and buf is not None and buf.freed:
+            return R.error("EBADF", note="the buffer's handle was released by the first kmem_free")
         if not self.config.destructive:
             # probe on a copy of the one buffer record: the guard must not change state
             buf = self.kmem.bufs.get(name) if name else None

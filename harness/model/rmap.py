@@ -118,5 +118,8 @@ class RmapState:
                 else:
                     vm.wait += 1
 
+    def sleepers(self, map_name: str) -> bool:
+        return any(w.map_name == map_name and w.result is None for w in self.waiters.values())
+
     def insert_counts(self) -> dict[str, int]:
         return {n: vm.inserts for n, vm in self.maps.items()}

@@ -372,3 +372,40 @@ def test_vmem_panics_leave_state_untouched():
     with pytest.raises(VmemPanic, match=r"vmem_add\(<m>, 0, 5\): bad arguments"):
         vm.add(0, 5)
     assert vm.counters() == before
+
+
+def test_guarded_mode_follows_the_illumos_port_policy():
+    # a second kmem_free of a released handle is EBADF, whatever the size
+    r = results([{"op": "kmem_alloc", "buf": "p", "size": 100, "flags": []},
+                 {"op": "kmem_free", "buf": "p", "size": 100},
+                 {"op": "kmem_free", "buf": "p", "size": 100}], destructive=False)
+    assert [x.kind for x in r] == ["value", "ok", "error"] and r[2].message == "EBADF"
+    # same-cache wrong size passes (silent on kmem_flags 0), another cache is refused
+    r = results([{"op": "kmem_alloc", "buf": "p", "size": 100, "flags": []},
+                 {"op": "kmem_free", "buf": "p", "size": 120},
+                 {"op": "kmem_free", "buf": "p", "size": 104}], destructive=False)
+    assert [x.kind for x in r] == ["value", "error", "ok"]
+    # with debug flags any other size is refused
+    r = results([{"op": "kmem_alloc", "buf": "p", "size": 100, "flags": []},
+                 {"op": "kmem_free", "buf": "p", "size": 104}], destructive=False, kmem_flags=0xF)
+    assert r[1].message == "EINVAL"
+    # a span wrapping past 2^64 is refused; one ending exactly at 2^64 is not
+    r = results(m(free(20, 2**64 - 10), free(10, 2**64 - 10)), destructive=False)
+    assert [x.kind for x in r[1:]] == ["error", "ok"]
+    # rmfreemap under a sleeper is EBUSY; with outstanding units it warns and proceeds
+    r = results([{"op": "rmallocmap_wait", "map": "m", "mapsize": 1},
+                 {"op": "rmalloc_wait", "map": "m", "size": 5, "waiter": "w"},
+                 {"op": "rmfreemap", "map": "m"}], destructive=False)
+    assert r[-1].message == "EBUSY"
+
+
+def test_unobservable_value_is_not_compared_but_everything_else_is():
+    from harness.conformance.runner import diverges
+    from harness.model.outcome import Result
+
+    pred = Result("value", value=112, attrs={"align": 8, "zeroed": True})
+    obs = Result("value", value=None, attrs={"offset": 16, "zeroed": True})
+    assert diverges(pred, obs, "kmem_zalloc", {("kmem_zalloc", "value")}) == []
+    assert [m.field for m in diverges(pred, obs, "kmem_zalloc")] == ["value"]
+    bad = Result("value", value=None, attrs={"offset": 12, "zeroed": False})
+    assert {m.field for m in diverges(pred, bad, "kmem_zalloc", {("kmem_zalloc", "value")})} == {"align", "zeroed"}
