@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -79,7 +80,11 @@ def run_command(args: argparse.Namespace) -> int:
     junit_path = Path(args.junit) if args.junit else out / "junit.xml"
     write_json(json_path, summary, man)
     write_junit(junit_path, summary, man)
-    print_summary(Console(), summary, man, json_path, junit_path)
+    html_path = Path(args.html) if getattr(args, "html", None) else out / "report.html"
+    from harness.conformance.html import render
+
+    html_path.write_text(render(json.loads(json_path.read_text()), traces))
+    print_summary(Console(), summary, man, json_path, junit_path, html_path)
     return 1 if summary.divergences else 0
 
 
@@ -90,7 +95,8 @@ def target_close(target) -> None:
         pass
 
 
-def print_summary(console, summary: RunSummary, man: dict, json_path: Path, junit_path: Path) -> None:
+def print_summary(console, summary: RunSummary, man: dict, json_path: Path, junit_path: Path,
+                  html_path: Path) -> None:
     from rich.table import Table
 
     ran = [t for t in summary.traces if not t.skipped]
@@ -104,11 +110,15 @@ def print_summary(console, summary: RunSummary, man: dict, json_path: Path, juni
                                    f"{man.get('guest_replacements')} replaced)")
     table.add_row("traces", f"{len(ran)} run, {len(summary.traces) - len(ran)} skipped (driver mode)")
     table.add_row("steps", f"{summary.steps} in {summary.seconds:.1f} s ({rate:.0f} steps/s)")
-    table.add_row("divergences", f"{len(summary.divergences)} in {len(diverged)} traces")
+    table.add_row("divergences", f"{len(summary.divergences)} in {len(diverged)} traces (kernel vs "
+                                 f"{man['model']} model)")
+    deps = summary.departures
+    table.add_row("departures", f"{len(deps)} steps outside the manual pages' contract "
+                                f"({sum(d['known'] for d in deps)} known, predicted by the model)")
     table.add_row("driver unload", "ok, nothing outstanding" if man.get("driver_unloaded") and
                   man.get("outstanding_at_unload") == 0 else
                   f"unloaded={man.get('driver_unloaded')} outstanding={man.get('outstanding_at_unload')}")
-    table.add_row("reports", f"{json_path}  {junit_path}")
+    table.add_row("reports", f"{json_path}  {junit_path}  {html_path}")
     console.print(table)
     for t in diverged[:20]:
         d = t.first_divergence

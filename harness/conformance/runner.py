@@ -42,6 +42,8 @@ class StepRecord:
     observed: dict[str, Any] | None
     mismatches: list[str] = field(default_factory=list)
     expect_failures: list[str] = field(default_factory=list)
+    documented: dict[str, Any] | None = None  # what the manual pages allow here
+    departures: list[str] = field(default_factory=list)  # observed result outside that envelope
 
 
 @dataclass
@@ -52,6 +54,7 @@ class TraceRecord:
     steps: list[StepRecord] = field(default_factory=list)
     end: str = "completed"
     skipped: str | None = None
+    definition: dict[str, Any] | None = None  # the trace itself, so a run can be replayed
 
     @property
     def first_divergence(self) -> StepRecord | None:
@@ -76,6 +79,17 @@ class RunSummary:
     def steps(self) -> int:
         return sum(len(t.steps) for t in self.traces)
 
+    @property
+    def departures(self) -> list[dict[str, Any]]:
+        """Contract departures: known when the exact model predicted them too."""
+        out = []
+        for t in self.traces:
+            for s in t.steps:
+                for d in s.departures:
+                    out.append({"trace": t.name, "step": s.index, "call": s.call, "departure": d,
+                                "known": not s.mismatches})
+        return out
+
 
 def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = False,
                     budget_ms: int = 2000, out_dir: Path | None = None,
@@ -96,6 +110,7 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
                                   skipped=f"needs the driver with destructive={int(pinned)}")
             else:
                 rec = run_one(target, trace, destructive, budget_ms)
+            rec.definition = trace.to_yaml_dict()
             summary.traces.append(rec)
             if jsonl:
                 jsonl.write(json.dumps(asdict(rec)) + "\n")
@@ -111,14 +126,19 @@ def run_one(target: Target, trace: Trace, destructive: bool, budget_ms: int) -> 
     t0 = time.monotonic()
     observed = target.run_trace(trace, budget_ms)
     model = build(target.model_name, ModelConfig(destructive=destructive).with_trace(trace))
+    documented = build("documented", ModelConfig().with_trace(trace))
     rec = TraceRecord(trace.name, trace.source, 0.0)
     for i, step in enumerate(trace.steps):
         predicted = model.step(step)
+        allowed = documented.step(step)
         if predicted.state is None and "map" in step.args and step.op != "rmfreemap":
             predicted.state = model.state(step.args["map"])
         obs = observed[i] if i < len(observed) else None
         sr = StepRecord(i + 1, step.op, step.call_text(), predicted.to_json(),
                         obs.to_json() if obs else None)
+        sr.documented = allowed.to_json()
+        if obs is not None:
+            sr.departures = [str(m) for m in departures(step, allowed, obs)]
         if obs is None:
             sr.mismatches.append("no result: the guest stopped before this step")
         else:
@@ -154,6 +174,34 @@ def diverges(predicted: Result, observed: Result, op: str = "",
     return out
 
 
+def departures(step, allowed: Result, observed: Result) -> list[Mismatch]:
+    """Where an observation leaves what the manual pages allow (the documented envelope).
+
+    The documented model's result is read as an envelope: a kmem value is a
+    minimum (at least the requested size), alignment is a guarantee, and a
+    warning or panic the pages never mention is a departure.  Kernel
+    pointers, counters and notes are not part of any contract.
+    """
+    if allowed.kind != observed.kind:
+        if observed.kind == "null" and allowed.attrs.get("may_fail"):
+            return []
+        return [Mismatch("kind", allowed.short(), observed.short())]
+    out: list[Mismatch] = []
+    if allowed.value is not None and observed.value is not None:
+        if step.spec.family == "kmem":
+            if observed.value < allowed.value:
+                out.append(Mismatch("value", f">= {allowed.value}", observed.value))
+        elif observed.value != allowed.value:
+            out.append(Mismatch("value", allowed.value, observed.value))
+    narrowed = Result(allowed.kind, attrs={k: v for k, v in allowed.attrs.items()
+                                           if k in ("align", "zeroed", "coherent")})
+    out += [m for m in compare(narrowed, observed) if m.field != "kind"]
+    extra = [w for w in observed.warnings if w not in allowed.warnings]
+    if extra:
+        out.append(Mismatch("warnings", list(allowed.warnings), extra))
+    return out
+
+
 # ---------------------------------------------------------------- reports
 
 def manifest(target: Target, traces_arg: list[str], destructive: bool, argv: list[str]) -> dict[str, Any]:
@@ -167,7 +215,7 @@ def manifest(target: Target, traces_arg: list[str], destructive: bool, argv: lis
 def write_json(path: Path, summary: RunSummary, man: dict[str, Any]) -> None:
     doc = {"manifest": man, "accelerator": man.get("accelerator"), "guest_kernel": man.get("guest_kernel"),
            "seconds": round(summary.seconds, 2), "steps": summary.steps,
-           "divergences": summary.divergences,
+           "divergences": summary.divergences, "departures": summary.departures,
            "traces": [asdict(t) for t in summary.traces]}
     path.write_text(json.dumps(doc, indent=1))
 

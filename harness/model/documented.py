@@ -119,7 +119,10 @@ class DocumentedModel:
             self.cookies[a["buf"]] = length
             flags = step.flags("flags")
             note = "DDI_UMEM_TRASH is not documented" if flags & UMEM_FLAGS["DDI_UMEM_TRASH"] else None
-            return Result("value", value=length, attrs={"align": PAGESIZE, "zeroed": True}, note=note)
+            attrs = {"align": PAGESIZE, "zeroed": True}
+            if flags & UMEM_FLAGS["DDI_UMEM_NOSLEEP"]:
+                attrs["may_fail"] = True  # "DDI_UMEM_NOSLEEP ... may return NULL"
+            return Result("value", value=length, attrs=attrs, note=note)
         if op == "umem_free":
             return R.ok()
         if op == "umem_export":
@@ -137,6 +140,8 @@ class DocumentedModel:
             attrs = {"align": 8}
             if op == "kmem_zalloc":
                 attrs["zeroed"] = True
+            if step.flags("flags") & 1:  # KM_NOSLEEP "may fail and return NULL"
+                attrs["may_fail"] = True
             return Result("value", value=a["size"], attrs=attrs)
         if op == "kmem_free":
             return R.ok()
