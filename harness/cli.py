@@ -49,6 +49,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from harness.conformance.live import replay_command
+
+    return replay_command(args)
+
+
 def cmd_image(args: argparse.Namespace) -> int:
     from harness.images import ImageError, build_linux_image, image_summary
 
@@ -152,7 +158,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time budget per op before it counts as a hang (default 2000)")
     r.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
                    help="QEMU accelerator (default: try KVM, fall back to TCG)")
+    r.add_argument("--generate", type=int, default=0, metavar="N",
+                   help="run N generated traces (random, valid by construction) instead of the corpus")
+    r.add_argument("--seed", type=int, default=1, help="seed for --generate (default 1)")
+    r.add_argument("--html", metavar="FILE", help="HTML report (default: OUT/report.html)")
+    r.add_argument("--regressions", default="regressions", metavar="DIR",
+                   help="kept regression traces, replayed first (default: ./regressions)")
     r.set_defaults(func=cmd_run)
+
+    rp = sub.add_parser("replay", help="rerun a recorded run (same traces, target and settings)",
+                        description="Rerun the traces recorded in a run.json with the same target, "
+                                    "driver mode and op budget; writes new reports.")
+    rp.add_argument("run_json", metavar="RUN.json")
+    rp.add_argument("--out", default="out/replay", help="directory for the new reports")
+    rp.add_argument("--match", metavar="TEXT", help="only traces whose name contains TEXT")
+    rp.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"])
+    rp.set_defaults(func=cmd_replay)
 
     im = sub.add_parser("image", help="build guest images",
                         description="Build (or reuse from the cache) a guest image.")

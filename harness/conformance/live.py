@@ -31,14 +31,11 @@ def run_command(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     out = Path(args.out)
-    paths = args.traces or [str(CORPUS)]
     try:
-        traces = load_traces(paths)
+        traces, paths = select_traces(args)
     except TraceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.match:
-        traces = [t for t in traces if args.match in t.name]
     log = lambda s: console.print(f"[dim]{escape(s)}[/dim]")  # noqa: E731
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -75,6 +72,7 @@ def run_command(args: argparse.Namespace) -> int:
         finally:
             target_close(target)
     man = manifest(target, paths, args.destructive, sys.argv)
+    man["budget_ms"], man["seed"] = args.budget_ms, (args.seed if args.generate else None)
     man["driver_unloaded"], man["outstanding_at_unload"] = unloaded, left
     json_path = Path(args.json) if args.json else out / "run.json"
     junit_path = Path(args.junit) if args.junit else out / "junit.xml"
@@ -86,6 +84,43 @@ def run_command(args: argparse.Namespace) -> int:
     html_path.write_text(render(json.loads(json_path.read_text()), traces))
     print_summary(Console(), summary, man, json_path, junit_path, html_path)
     return 1 if summary.divergences else 0
+
+
+def select_traces(args: argparse.Namespace) -> tuple[list, list[str]]:
+    """The traces a run executes: regressions first, then the corpus (or --traces), or generated ones."""
+    from harness.conformance.generate import generate
+
+    if getattr(args, "replay_traces", None) is not None:
+        return args.replay_traces, ["(replayed from a run.json)"]
+    if args.generate:
+        traces = generate(args.generate, args.seed)
+        paths = [f"generated: {args.generate} traces, seed {args.seed}"]
+    else:
+        paths = args.traces or [str(CORPUS)]
+        traces = load_traces(paths)
+    regressions = Path(args.regressions)
+    if regressions.is_dir() and any(regressions.glob("*.yaml")):
+        kept = load_traces([regressions])
+        names = {t.name for t in kept}
+        traces = kept + [t for t in traces if t.name not in names]
+        paths = [str(regressions)] + paths
+    if args.match:
+        traces = [t for t in traces if args.match in t.name]
+    return traces, paths
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    """Rerun a recorded run: the same traces (as recorded), target, mode and budget."""
+    from harness.conformance.traces import parse_trace
+
+    doc = json.loads(Path(args.run_json).read_text())
+    man = doc["manifest"]
+    traces = [parse_trace(t["definition"], source=f"{args.run_json}") for t in doc["traces"] if t.get("definition")]
+    ns = argparse.Namespace(target=man["target"], traces=None, match=args.match, out=args.out, json=None,
+                            junit=None, html=None, destructive=man.get("destructive", False),
+                            budget_ms=man.get("budget_ms", 2000), accel=args.accel, generate=0,
+                            seed=man.get("seed"), regressions="/nonexistent", replay_traces=traces)
+    return run_command(ns)
 
 
 def target_close(target) -> None:
