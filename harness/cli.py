@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--html", metavar="FILE", help="HTML report (default: OUT/report.html)")
     r.add_argument("--regressions", default="regressions", metavar="DIR",
                    help="kept regression traces, replayed first (default: ./regressions)")
+    r.add_argument("--no-shrink", action="store_true",
+                   help="do not shrink divergent traces into regressions/")
     r.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("replay", help="rerun a recorded run (same traces, target and settings)",

@@ -68,11 +68,13 @@ def run_command(args: argparse.Namespace) -> int:
         try:
             summary = run_conformance(target, traces, destructive=args.destructive,
                                       budget_ms=args.budget_ms, out_dir=out, on_trace=on_trace)
+            shrunk = shrink_divergences(target, traces, summary, args, log)
             unloaded, left = target.unload()
         finally:
             target_close(target)
     man = manifest(target, paths, args.destructive, sys.argv)
     man["budget_ms"], man["seed"] = args.budget_ms, (args.seed if args.generate else None)
+    man["regressions_written"] = [str(r.path) for r in shrunk]
     man["driver_unloaded"], man["outstanding_at_unload"] = unloaded, left
     json_path = Path(args.json) if args.json else out / "run.json"
     junit_path = Path(args.junit) if args.junit else out / "junit.xml"
@@ -84,6 +86,28 @@ def run_command(args: argparse.Namespace) -> int:
     html_path.write_text(render(json.loads(json_path.read_text()), traces))
     print_summary(Console(), summary, man, json_path, junit_path, html_path)
     return 1 if summary.divergences else 0
+
+
+def shrink_divergences(target, traces, summary, args, log) -> list:
+    """Shrink each divergent trace on the live guest and keep it under --regressions."""
+    from harness.conformance.shrink import keep, shrink
+
+    if getattr(args, "no_shrink", False):
+        return []
+    by_name = {t.name: t for t in traces}
+    kept = []
+    for rec in summary.traces:
+        trace = by_name.get(rec.name)
+        if rec.first_divergence is None or trace is None or trace.name.endswith("-min"):
+            continue
+        res = shrink(target, trace, rec, args.destructive, args.budget_ms, log=log)
+        if res is not None:
+            keep(res, Path(args.regressions))
+            log(f"kept {res.path} ({len(res.minimal.steps)} steps)")
+            kept.append(res)
+        if len(kept) >= 10:
+            break
+    return kept
 
 
 def select_traces(args: argparse.Namespace) -> tuple[list, list[str]]:
@@ -119,7 +143,8 @@ def replay_command(args: argparse.Namespace) -> int:
     ns = argparse.Namespace(target=man["target"], traces=None, match=args.match, out=args.out, json=None,
                             junit=None, html=None, destructive=man.get("destructive", False),
                             budget_ms=man.get("budget_ms", 2000), accel=args.accel, generate=0,
-                            seed=man.get("seed"), regressions="/nonexistent", replay_traces=traces)
+                            seed=man.get("seed"), regressions="/nonexistent", replay_traces=traces,
+                            no_shrink=True)
     return run_command(ns)
 
 
