@@ -58,10 +58,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_image(args: argparse.Namespace) -> int:
     from harness.images import ImageError, build_linux_image, image_summary
 
-    if args.name != "linux":
-        print(f"error: image {args.name!r} is not available yet; `image build linux` is", file=sys.stderr)
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TransferSpeedColumn
+
+    if (args.action == "build") != (args.name == "linux"):
+        print("error: use `image build linux`, or `image fetch openindiana|omnios`", file=sys.stderr)
         return 2
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    if args.action == "fetch":
+        from harness.fetch import FetchError, fetch_image
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      transient=True) as bar:
+            tasks: dict[str, int] = {}
+
+            def fprogress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total or None)
+                bar.update(tasks[stage], completed=done, total=total or None)
+
+            try:
+                img = fetch_image(args.name, progress=fprogress)
+            except FetchError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+        print(f"{args.name}: {img.path} ({img.format}, download sha256 {img.sha256})")
+        return 0
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=True) as bar:
         tasks: dict[str, int] = {}
@@ -78,6 +98,14 @@ def cmd_image(args: argparse.Namespace) -> int:
             return 2
     print(json.dumps(image_summary(img), indent=1, default=str))
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import doctor, format_report
+
+    checks = doctor(args.target)
+    print(format_report(checks))
+    return 0 if all(c.ok for c in checks) else 1
 
 
 def cmd_traces(args: argparse.Namespace) -> int:
@@ -164,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--html", metavar="FILE", help="HTML report (default: OUT/report.html)")
     r.add_argument("--regressions", default="regressions", metavar="DIR",
                    help="kept regression traces, replayed first (default: ./regressions)")
+    r.add_argument("--kmem-flags", type=lambda v: int(v, 0), default=0, metavar="N",
+                   help="illumos only: provision a debug-allocator variant with kmem_flags=N (e.g. 0xf), "
+                        "kept as its own base image")
     r.add_argument("--no-shrink", action="store_true",
                    help="do not shrink divergent traces into regressions/")
     r.set_defaults(func=cmd_run)
@@ -177,12 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"])
     rp.set_defaults(func=cmd_replay)
 
-    im = sub.add_parser("image", help="build guest images",
-                        description="Build (or reuse from the cache) a guest image.")
-    im.add_argument("action", choices=["build"])
-    im.add_argument("name", choices=["linux"], help="which image")
+    im = sub.add_parser("image", help="build or fetch guest images",
+                        description="`image build linux` assembles the Linux guest from Debian packages; "
+                                    "`image fetch openindiana|omnios` downloads a cloud image with resume, "
+                                    "verifies its sha256 and unpacks it into the cache.")
+    im.add_argument("action", choices=["build", "fetch"])
+    im.add_argument("name", choices=["linux", "openindiana", "omnios"], help="which image")
     im.add_argument("--rebuild", action="store_true", help="rebuild even if the cache is valid")
     im.set_defaults(func=cmd_image)
+
+    dr = sub.add_parser("doctor", help="check what a target needs and say how to fix what is missing",
+                        description="Check qemu, the accelerator, disk space, the cached and verified image "
+                                    "and the provisioned base for a target.")
+    dr.add_argument("--target", default="linux", choices=["linux", "openindiana", "omnios"])
+    dr.set_defaults(func=cmd_doctor)
 
     t = sub.add_parser("traces", help="validate trace files and list them",
                        description="Load and validate traces without running them.")

@@ -1,0 +1,732 @@
+"""The illumos targets: OpenIndiana Hipster and OmniOS CE cloud images in QEMU.
+
+Stages (spec/illumos-guests.md §5):
+
+1. ``prepare()``: fetch and verify the cloud image (harness.fetch), then make
+   or reuse the *provisioned base*: a qcow2 whose backing file is the fetched
+   raw/qcow2 disk, kept under ``<cache>/illumos/<distro>/base-<key>/`` where
+   key = sha256(image sha256, recipe hash, kmem_flags).  Provisioning boots
+   the base with its disk writable and runs harness.provision's recipe:
+   OpenIndiana over the serial console (§5.1), OmniOS through a cloud-init
+   NoCloud seed and then over SSH (§5.2).  The guest powers off and the qcow2
+   becomes the base.
+2. ``boot()``: a throwaway qcow2 overlay of the base, ``-no-reboot``; wait for
+   the SSH banner; upload kmod/illumos, kmod/ddih_ioctl.h and guest/ddictl.c;
+   build the driver with its Makefile (gmake) and ddictl with gcc in the
+   guest; install and add_drv.
+3. ``run_trace()``: as the Linux target: one ddictl batch over SSH, a lockstep
+   re-run after a guest death, the console scanned with panics.scan(..,
+   "illumos"); an uninterruptible rmalloc_wait (a hang) is recorded and the
+   guest replaced.
+4. ``unload()``: rem_drv after reading the driver's outstanding counter.
+
+Nothing here has run against a live illumos guest (no image can be
+downloaded where this was written); the console state machine is tested on
+recorded transcripts (tests/unit/test_provision.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from harness import panics
+from harness.conformance.traces import Trace
+from harness.machine import QEMU, QEMU_IMG, AccelChoice, Machine, MachineConfig, choose_accel
+from harness.model.outcome import Result
+from harness.protocol import ProtocolError, control_budget, decode, encode
+from harness.provision import (ConsoleProvisioner, ProvisionError, SSHProvisioner, omnios_recipe,
+                               openindiana_recipe, recipe_hash)
+from harness.ssh import SSHError, SSHTimeout, quote
+from harness.targets.linux import TargetError
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST_DIR = "/tmp/ddih"
+DRIVER = "ddih"
+DISTROS = ("openindiana", "omnios")
+DEFAULT_GROW = "24G"           # the provisioning qcow2's virtual size (spec §5.1 step 1)
+HOSTNAME = "ddih"
+Log = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- QEMU argv
+
+def illumos_qemu_argv(*, accel: str, disk: str | os.PathLike, serial_socket: str | os.PathLike,
+                      qmp_socket: str | os.PathLike | None, ssh_port: int, memory: str = "4096",
+                      cpus: int = 2, disk_format: str = "qcow2", seed: str | os.PathLike | None = None,
+                      no_reboot: bool = True, restrict: bool = True, qemu: str = QEMU,
+                      name: str = "ddih-illumos") -> list[str]:
+    """The QEMU command line for an illumos guest (pure).
+
+    Spec §1.6 and §5.1 step 2: machine ``pc`` (i440FX; q35 loses disk and
+    NIC on OI 2025.10), virtio-blk disk, virtio-net NIC on slirp with SSH
+    forwarded to loopback, serial on ttya (COM1, the first ``-serial``),
+    ``-cpu host`` + the kvm-pit delay policy under KVM, ``-cpu qemu64``
+    under TCG, rtc driftfix, never any ``hv-*`` flag.  ``no_reboot`` turns
+    the post-panic reboot into a QEMU exit; ``restrict`` cuts the guest off
+    the network (test runs need none; provisioning needs the package server).
+    """
+    if accel not in ("kvm", "tcg"):
+        raise ValueError(f"accelerator must be kvm or tcg, not {accel!r}")
+    argv = [qemu, "-name", name, "-machine", f"pc,accel={accel}",
+            "-cpu", "host" if accel == "kvm" else "qemu64",
+            "-smp", str(cpus), "-m", str(memory)]
+    if accel == "kvm":
+        argv += ["-global", "kvm-pit.lost_tick_policy=delay"]
+    argv += ["-rtc", "base=utc,clock=host,driftfix=slew",
+             "-drive", f"file={disk},if=virtio,format={disk_format},cache=writeback"]
+    if seed is not None:
+        argv += ["-drive", f"file={seed},if=virtio,format=raw,readonly=on"]
+    net = f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+    if restrict:
+        net += ",restrict=on"
+    argv += ["-netdev", net, "-device", "virtio-net-pci,netdev=n0",
+             "-display", "none", "-monitor", "none",
+             "-chardev", f"socket,id=s0,path={serial_socket},server=on,wait=on",
+             "-serial", "chardev:s0"]
+    if qmp_socket is not None:
+        argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+    if no_reboot:
+        argv.append("-no-reboot")
+    return argv
+
+
+class IllumosMachine(Machine):
+    """A Machine whose argv is illumos_qemu_argv (disk boot, no -kernel)."""
+
+    def __init__(self, config: MachineConfig, *, disk: Path, disk_format: str = "qcow2",
+                 seed: Path | None = None, no_reboot: bool = True, restrict: bool = True,
+                 log_dir: Path | None = None, accel: str | None = None) -> None:
+        super().__init__(config, log_dir=log_dir, accel=accel)
+        self.disk, self.disk_format, self.seed = disk, disk_format, seed
+        self.no_reboot, self.restrict = no_reboot, restrict
+
+    def build_argv(self, accel: AccelChoice, workdir: Path, ssh_port: int) -> list[str]:
+        c = self.config
+        return illumos_qemu_argv(accel=accel.accel, disk=self.disk, disk_format=self.disk_format,
+                                 serial_socket=workdir / "console.sock", qmp_socket=workdir / "qmp.sock",
+                                 ssh_port=ssh_port, memory=_mib(c.memory), cpus=c.cpus, seed=self.seed,
+                                 no_reboot=self.no_reboot, restrict=self.restrict, qemu=c.qemu,
+                                 name=c.name) + list(c.extra_args)
+
+
+def _mib(memory: str | int) -> str:
+    s = str(memory).strip().upper()
+    m = re.fullmatch(r"(\d+)([MG]?)B?", s)
+    if not m:
+        return s
+    n = int(m.group(1))
+    return str(n * 1024 if m.group(2) == "G" else n)
+
+
+# --------------------------------------------------------------------------- cache layout
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    from harness.images import cache_root as root
+    return root(cache_dir) / "illumos"
+
+
+def client_key(cache_dir: str | os.PathLike | None = None, create: bool = True) -> tuple[Path, str] | None:
+    """The harness's SSH key for illumos guests (ed25519, shared by both distributions)."""
+    from harness.images import make_client_key
+
+    d = cache_root(cache_dir) / "keys"
+    key = d / "id_ed25519"
+    if not key.exists():
+        if not create:
+            return None
+        d.mkdir(parents=True, exist_ok=True)
+        make_client_key(key)
+    pub = Path(str(key) + ".pub").read_text().strip()
+    return key, pub
+
+
+def recipe_for(distro: str, pubkey: str, kmem_flags: int = 0, accel: str = "kvm"):
+    if distro == "openindiana":
+        return openindiana_recipe(pubkey, kmem_flags, accel=accel)
+    if distro == "omnios":
+        return omnios_recipe(kmem_flags, accel=accel)
+    raise ValueError(f"unknown illumos distribution {distro!r} (use {' or '.join(DISTROS)})")
+
+
+def distro_recipe_hash(distro: str, pubkey: str, kmem_flags: int = 0) -> str:
+    extra = {"distro": distro, "kmem_flags": kmem_flags}
+    if distro == "omnios":
+        extra["ssh_pubkey"] = pubkey          # goes in through the seed, not a console line
+    return recipe_hash(recipe_for(distro, pubkey, kmem_flags), extra)
+
+
+def base_key(image_sha256: str, rhash: str, kmem_flags: int) -> str:
+    return hashlib.sha256(f"{image_sha256}\n{rhash}\n{kmem_flags:#x}\n".encode()).hexdigest()[:16]
+
+
+def base_dir_for(distro: str, image_sha256: str, pubkey: str, kmem_flags: int = 0,
+                 cache_dir: str | os.PathLike | None = None) -> Path:
+    rhash = distro_recipe_hash(distro, pubkey, kmem_flags)
+    return cache_root(cache_dir) / distro / f"base-{base_key(image_sha256, rhash, kmem_flags)}"
+
+
+def load_base(d: Path) -> dict | None:
+    try:
+        meta = json.loads((d / "base.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (d / "base.qcow2").exists() or not meta.get("host_key_pub"):
+        return None
+    return meta
+
+
+def base_status(distro: str, kmem_flags: int = 0, cache_dir: str | os.PathLike | None = None,
+                verify: bool = False) -> tuple[bool, str]:
+    """(present, detail) of the provisioned base for the current recipe (for `doctor`)."""
+    from harness import fetch
+
+    img = fetch.cached_image(distro, cache_dir=cache_dir, verify=verify)
+    if img is None:
+        return False, f"the {distro} image is not downloaded yet"
+    keys = client_key(cache_dir, create=False)
+    if keys is None:
+        return False, "no SSH key yet (made with the first provisioning)"
+    d = base_dir_for(distro, img.sha256, keys[1], kmem_flags, cache_dir)
+    meta = load_base(d)
+    if meta is None:
+        return False, f"no provisioned base at {d} for the current recipe"
+    return True, f"{d} (provisioned {meta.get('created', '?')})"
+
+
+def _qemu_img(*args: str, what: str) -> str:
+    try:
+        p = subprocess.run([QEMU_IMG, *args], capture_output=True, text=True)
+    except OSError as e:
+        raise TargetError(f"{what}: cannot run {QEMU_IMG}: {e}") from None
+    if p.returncode != 0:
+        raise TargetError(f"{what} failed: {QEMU_IMG} {' '.join(args)}\n{p.stderr.strip()}")
+    return p.stdout
+
+
+def make_overlay(backing: Path, backing_format: str, out: Path, size: str | None = None) -> Path:
+    """``qemu-img create -f qcow2 -F <fmt> -b <backing> <out> [size]``."""
+    args = ["create", "-q", "-f", "qcow2", "-F", backing_format, "-b", str(Path(backing).resolve()), str(out)]
+    if size:
+        args.append(size)
+    _qemu_img(*args, what=f"creating the overlay {out}")
+    return out
+
+
+def scan_host_key(port: int, timeout: float = 30) -> str:
+    """The guest's ssh-ed25519 host key, read from the SSH handshake (trust on first use)."""
+    import paramiko
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    t = paramiko.Transport(sock)
+    try:
+        t.get_security_options().key_types = ["ssh-ed25519"]
+        t.start_client(timeout=timeout)
+        key = t.get_remote_server_key()
+        return f"{key.get_name()} {key.get_base64()}"
+    finally:
+        t.close()
+
+
+# --------------------------------------------------------------------------- facts
+
+@dataclass
+class Facts:
+    target: str = "openindiana"
+    distro: str = "openindiana"
+    accelerator: str = ""
+    accelerator_reason: str = ""
+    guest_kernel: str = ""            # uname -v, e.g. illumos-31d3d510d0
+    guest_kernel_package: str = ""    # uname -a
+    image_sha256: str = ""
+    image_url: str = ""
+    image_key: str = ""               # the base key
+    recipe_hash: str = ""
+    kmem_flags: int = 0
+    device: str = ""
+    qemu_argv: list[str] = field(default_factory=list)
+    provision_s: float = 0.0
+    boot_to_ready_s: float = 0.0
+    driver_build_s: float = 0.0
+    boots: int = 0
+    guest_replacements: int = 0
+
+
+# --------------------------------------------------------------------------- target
+
+class IllumosTarget:
+    model_name = "illumos"
+    os = "illumos"
+    unobservable = {("kmem_alloc", "value"), ("kmem_zalloc", "value")}
+    """The illumos driver cannot observe which kmem cache a buffer came from."""
+
+    def __init__(self, workdir: Path, distro: str = "openindiana", destructive: bool = False,
+                 accel: str = "auto", log: Log = lambda s: None, progress=None,
+                 kmem_flags: int = 0, cache_dir: str | os.PathLike | None = None) -> None:
+        if distro not in DISTROS:
+            raise ValueError(f"unknown illumos distribution {distro!r} (use {' or '.join(DISTROS)})")
+        self.name = distro
+        self.distro = distro
+        self.workdir = Path(workdir).resolve()
+        self.destructive = destructive
+        self.accel = accel
+        self.log = log
+        self.progress = progress
+        self.kmem_flags = int(kmem_flags)
+        self.cache_dir = cache_dir
+        self.facts = Facts(target=distro, distro=distro, kmem_flags=self.kmem_flags)
+        self.image = None
+        self.base: Path | None = None
+        self.base_meta: dict | None = None
+        self.key: Path | None = None
+        self.pubkey = ""
+        self.accel_choice: AccelChoice | None = None
+        self.machine: IllumosMachine | None = None
+        self.ssh = None
+        self.device = ""
+
+    # ------------------------------------------------------------ settings from the manifest
+    def _guest(self, key: str, default):
+        g = getattr(getattr(self.image, "manifest", None), "guest", None) or {}
+        return g.get(key, default)
+
+    def _boot_timeout(self) -> float:
+        t = self._guest("boot_timeout", {"kvm": 600, "tcg": 1800})
+        acc = self.accel_choice.accel if self.accel_choice else "tcg"
+        return float(t.get(acc, 1800) if isinstance(t, dict) else t)
+
+    def _config(self, name: str) -> MachineConfig:
+        return MachineConfig(kernel=Path("/nonexistent-illumos-boots-from-disk"), memory=str(self._guest("memory", "4096M")),
+                             cpus=int(self._guest("cpus", 2)), accel=self.accel, name=name,
+                             client_key=self.key, host_key_pub=(self.base_meta or {}).get("host_key_pub"),
+                             vmstate_disk=False)
+
+    # ------------------------------------------------------------ prepare
+    def prepare(self) -> None:
+        from harness import fetch
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log(f"{self.distro}: fetching or reusing the cloud image")
+        self.image = fetch.fetch_image(self.distro, cache_dir=self.cache_dir, progress=self.progress)
+        self.facts.image_sha256 = self.image.sha256
+        self.facts.image_url = getattr(self.image, "url", "")
+        self.key, self.pubkey = client_key(self.cache_dir)
+        self.accel_choice = choose_accel(self.accel)
+        self.facts.accelerator = self.accel_choice.accel
+        self.facts.accelerator_reason = self.accel_choice.reason
+        rhash = distro_recipe_hash(self.distro, self.pubkey, self.kmem_flags)
+        self.facts.recipe_hash = rhash
+        d = base_dir_for(self.distro, self.image.sha256, self.pubkey, self.kmem_flags, self.cache_dir)
+        self.facts.image_key = d.name
+        d.parent.mkdir(parents=True, exist_ok=True)
+        with open(d.parent / ".lock", "a+") as lockf:
+            fcntl.flock(lockf, fcntl.LOCK_EX)
+            try:
+                meta = load_base(d)
+                if meta is None:
+                    self.log(f"{self.distro}: provisioning a new base image {d.name} "
+                             f"(once per image and recipe; needs network)")
+                    meta = self._provision(d, rhash)
+                else:
+                    self.log(f"{self.distro}: reusing the provisioned base {d}")
+            finally:
+                fcntl.flock(lockf, fcntl.LOCK_UN)
+        self.base, self.base_meta = d, meta
+        self.facts.provision_s = float(meta.get("provision_s", 0.0))
+
+    def _provision(self, final: Path, rhash: str) -> dict:
+        img = self.image
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        t0 = time.monotonic()
+        m: IllumosMachine | None = None
+        try:
+            disk = make_overlay(Path(img.path), getattr(img, "format", "raw"), tmp / "base.qcow2",
+                                str(self._guest("disk_grow_target", DEFAULT_GROW)))
+            seed = None
+            if self.distro == "omnios":
+                from harness import fetch
+                seed = fetch.make_nocloud_seed(tmp / "seed.iso", self.pubkey, HOSTNAME)
+            m = IllumosMachine(self._config(f"ddih-provision-{self.distro}"), disk=disk, seed=seed,
+                               no_reboot=False, restrict=False, log_dir=tmp / "logs", accel=self.accel)
+            m.start()
+            self.facts.qemu_argv = m.argv
+            host_key = self._run_recipe(m)
+            if m.is_running() and m.wait_exit(120) is None:
+                raise TargetError("provisioning finished but QEMU did not exit after the poweroff")
+            meta = {"distro": self.distro, "image_sha256": img.sha256, "image_path": str(img.path),
+                    "image_format": getattr(img, "format", "raw"), "recipe_hash": rhash,
+                    "kmem_flags": self.kmem_flags, "host_key_pub": host_key,
+                    "seed": "seed.iso" if seed else None, "accelerator": m.accel,
+                    "provision_s": round(time.monotonic() - t0, 1),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            (tmp / "base.json").write_text(json.dumps(meta, indent=2) + "\n")
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+            self.log(f"{self.distro}: base provisioned in {meta['provision_s']} s: {final}")
+            return meta
+        except ProvisionError as e:
+            raise TargetError(f"provisioning the {self.distro} base failed (serial log kept in "
+                              f"{tmp / 'logs'}):\n{e}") from None
+        finally:
+            if m is not None:
+                m.kill()
+            if tmp.exists() and not (tmp / "base.json").exists():
+                # keep the logs of a failed provisioning next to the cache for the user
+                failed = final.parent / f"failed-{final.name}"
+                shutil.rmtree(failed, ignore_errors=True)
+                try:
+                    (tmp / "base.qcow2").unlink(missing_ok=True)
+                    os.rename(tmp, failed)
+                except OSError:
+                    shutil.rmtree(tmp, ignore_errors=True)
+
+    def _run_recipe(self, m: IllumosMachine) -> str:
+        """Run the distribution's recipe on a started provisioning machine; the pinned host key."""
+        steps = recipe_for(self.distro, self.pubkey, self.kmem_flags, m.accel or "tcg")
+        state: dict[str, str] = {}
+
+        def verify_ssh() -> None:
+            if "host_key" not in state:
+                state["host_key"] = (prov.results.get("host-key") if self.distro == "openindiana"
+                                     else scan_host_key(m.ssh_port))
+            self._ssh_twice(m, state["host_key"], timeout=self._boot_timeout())
+
+        if self.distro == "openindiana":
+            prov = ConsoleProvisioner(m.console, steps, log=self.log, wait_exit=m.wait_exit,
+                                      host_actions={"verify-ssh": verify_ssh})
+            prov.run()
+            return prov.results["host-key"]
+        # OmniOS: wait for console-login (after cloud-init:final), then SSH
+        prov = ConsoleProvisioner(m.console, [s for s in steps if s.name == "wait-login"], log=self.log)
+        prov.run()
+
+        def ssh_factory():
+            return self._connect(m, state["host_key"], timeout=120)
+
+        sp = SSHProvisioner(ssh_factory, steps, log=self.log, wait_exit=m.wait_exit,
+                            console_tail=lambda: m.console.tail(20),
+                            host_actions={"verify-ssh": verify_ssh, "reconnect": verify_ssh})
+        sp.run()
+        return state["host_key"]
+
+    def _connect(self, m: IllumosMachine, host_key: str, timeout: float):
+        from harness.ssh import SSH, wait_for_banner
+
+        wait_for_banner("127.0.0.1", m.ssh_port, timeout, alive=m.is_running)
+        return SSH("127.0.0.1", m.ssh_port, self.key, host_key, user="root", timeout=60)
+
+    def _ssh_twice(self, m: IllumosMachine, host_key: str, timeout: float) -> None:
+        """SSH works two times in a row (sshd is restarted once after boot; spec §5.1 step 5)."""
+        deadline = time.monotonic() + timeout
+        ok, last = 0, ""
+        while ok < 2:
+            if time.monotonic() > deadline:
+                raise TargetError(f"SSH as root did not work twice in a row within {timeout:.0f} s: {last}")
+            try:
+                s = self._connect(m, host_key, timeout=max(5.0, deadline - time.monotonic()))
+                try:
+                    s.run("true", timeout=30, check=True)
+                finally:
+                    s.close()
+                ok += 1
+            except SSHError as e:
+                ok, last = 0, str(e)
+                time.sleep(2)
+            time.sleep(1)
+
+    # ------------------------------------------------------------ boot
+    def boot(self) -> None:
+        assert self.base and self.base_meta, "prepare() first"
+        self.facts.boots += 1
+        gdir = self.workdir / f"guest-{self.facts.boots}"
+        gdir.mkdir(parents=True, exist_ok=True)
+        disk = make_overlay(self.base / "base.qcow2", "qcow2", gdir / "disk.qcow2")
+        seed = self.base / self.base_meta["seed"] if self.base_meta.get("seed") else None
+        m = IllumosMachine(self._config(f"ddih-{self.distro}"), disk=disk, seed=seed, no_reboot=True,
+                           restrict=True, log_dir=gdir, accel=self.accel)
+        self.machine = m
+        try:
+            t0 = time.monotonic()
+            m.start()
+            self.facts.accelerator = m.accel or ""
+            self.facts.qemu_argv = m.argv
+            self.ssh = self._ready_ssh(m)
+            self.facts.boot_to_ready_s = round(time.monotonic() - t0, 2)
+            self._install_driver()
+            m.console.new_text()  # boot noise is not a step's business
+        except Exception:
+            self.close()
+            raise
+        self.log(f"guest up in {self.facts.boot_to_ready_s} s ({self.facts.accelerator}), "
+                 f"driver loaded at {self.device}")
+
+    def _ready_ssh(self, m: IllumosMachine):
+        """SSH once sshd answers (banner first); retried because sshd may restart once at boot."""
+        deadline = time.monotonic() + self._boot_timeout()
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                s = self._connect(m, self.base_meta["host_key_pub"], timeout=max(5.0, deadline - time.monotonic()))
+                s.run("true", timeout=30, check=True)
+                return s
+            except SSHError as e:
+                last = e
+                if not m.is_running():
+                    break
+                time.sleep(2)
+        tail = m.console.tail(20) if m.console else ""
+        raise TargetError(f"the {self.distro} guest did not accept SSH within {self._boot_timeout():.0f} s: "
+                          f"{last}\n--- last console lines ---\n{tail}")
+
+    def _sources(self) -> list[tuple[Path, str]]:
+        src = REPO / "kmod" / "illumos"
+        files = [p for p in sorted(src.iterdir()) if p.is_file() and
+                 (p.name == "Makefile" or p.suffix in (".c", ".h", ".conf"))] if src.is_dir() else []
+        if not any(p.name == "Makefile" for p in files):
+            raise TargetError(f"{src}/Makefile is missing: the illumos driver sources are not in this tree")
+        out = [(p, f"{GUEST_DIR}/kmod/illumos/{p.name}") for p in files]
+        out.append((REPO / "kmod" / "ddih_ioctl.h", f"{GUEST_DIR}/kmod/ddih_ioctl.h"))
+        out.append((REPO / "guest" / "ddictl.c", f"{GUEST_DIR}/guest/ddictl.c"))
+        return out
+
+    def _guest_run(self, cmd: str, what: str, timeout: float = 300) -> str:
+        r = self.ssh.run(cmd, timeout=timeout)
+        if r.status != 0:
+            raise TargetError(f"{what} failed in the guest (exit {r.status}): {cmd}\n"
+                              f"{(r.stdout + r.stderr)[-3000:]}")
+        return r.stdout
+
+    def _install_driver(self) -> None:
+        t = time.monotonic()
+        self._guest_run(f"rm -rf {GUEST_DIR} && mkdir -p {GUEST_DIR}/kmod/illumos {GUEST_DIR}/guest",
+                        "making the upload directory", 60)
+        for local, remote in self._sources():
+            self.ssh.put(local, remote, 0o644)
+        drv = f"{GUEST_DIR}/kmod/illumos"
+        self._guest_run(f"cd {drv} && gmake all", "building the ddih driver (gmake all)", 600)
+        self._guest_run(f"cd {drv} && gmake install", "installing the ddih driver (gmake install)", 120)
+        if self.destructive:
+            # kmod/README.md: destructive mode is set in ddih.conf (property read at attach)
+            self._guest_run("printf 'name=\"ddih\" parent=\"pseudo\" instance=0;\\ndestructive=1;\\n' "
+                            "> /usr/kernel/drv/ddih.conf", "writing ddih.conf (destructive=1)", 30)
+        self._guest_run(f"cd {drv} && gmake load", "loading the ddih driver (gmake load: add_drv)", 120)
+        self._guest_run("modinfo | awk '$6 == \"ddih\"' | grep -q ddih", "checking modinfo for ddih", 30)
+        out = self._guest_run("ls -1 /devices/pseudo/ddih@0:* 2>/dev/null | head -1",
+                              "finding the ddih device node", 30).strip()
+        if not out.startswith("/devices/"):
+            raise TargetError("ddih is loaded but /devices/pseudo/ddih@0:* does not exist")
+        self.device = self.facts.device = out
+        mode = self._kstats().get("destructive")
+        if mode is not None and mode != int(self.destructive):
+            raise TargetError(f"ddih attached with destructive={mode}, wanted {int(self.destructive)}")
+        # the Makefile's ddictl target: gcc -m64 against the system libc (no -static on illumos)
+        self._guest_run(f"cd {drv} && gmake ddictl", "building guest/ddictl (gmake ddictl)", 300)
+        self.facts.guest_kernel = self._guest_run("uname -v", "uname -v", 30).strip()
+        self.facts.guest_kernel_package = self._guest_run("uname -a", "uname -a", 30).strip()
+        self.facts.driver_build_s = round(time.monotonic() - t, 2)
+
+    def replace_guest(self) -> None:
+        """A dead or wedged guest is killed and a fresh overlay booted."""
+        self.facts.guest_replacements += 1
+        self.close()
+        self.boot()
+
+    def close(self) -> None:
+        if self.ssh is not None:
+            try:
+                self.ssh.close()
+            except Exception:
+                pass
+            self.ssh = None
+        if self.machine is not None:
+            # no `poweroff -f` on illumos: the overlay is thrown away, so QMP quit / kill
+            self.machine.kill()
+            self.machine = None
+
+    # ------------------------------------------------------------ ops
+    def alive(self) -> bool:
+        return self.machine is not None and self.machine.is_running()
+
+    def _ddictl(self) -> str:
+        return f"{GUEST_DIR}/kmod/illumos/ddictl {quote(self.device)}"
+
+    def run_trace(self, trace: Trace, budget_ms: int) -> list[Result]:
+        """As the Linux target: a batch, re-run in lockstep on a fresh guest after a death."""
+        results = self._run(trace, budget_ms, lockstep=self.destructive)
+        if results and results[-1].kind == "panic" and not self.destructive \
+                and len(results) <= len(trace.steps) and results[-1].note != "lockstep":
+            again = self._run(trace, budget_ms, lockstep=True)
+            if again and again[-1].kind == "panic":
+                return again
+        return results
+
+    def _run(self, trace: Trace, budget_ms: int, lockstep: bool) -> list[Result]:
+        if not self.alive() or self.ssh is None:
+            self.replace_guest()
+        assert self.machine and self.ssh
+        try:
+            lines = [encode(s) for s in trace.steps]
+        except ProtocolError as e:
+            raise TargetError(f"trace {trace.name}: {e}") from None
+        self.machine.console.new_text()
+        out, died = (self._lockstep if lockstep else self._batch)(lines, budget_ms)
+        results: list[Result] = []
+        for line in out.splitlines():
+            try:
+                results.append(decode(line))
+            except ProtocolError:
+                continue
+        console = self._console_after(died is not None or len(results) < len(trace.steps))
+        findings = panics.scan(console, "illumos")
+        fatal = panics.first_fatal(findings)
+        if fatal is not None or not self.alive():
+            if results and results[-1].kind == "hang":
+                results.pop()
+            results.append(Result("panic", message=panic_message(findings),
+                                  note="lockstep" if lockstep else _excerpt(console, fatal)))
+            self.close()
+        elif results and results[-1].kind == "hang":
+            # rmalloc_wait sleeps in cv_wait, which no signal interrupts: the thread (and the
+            # driver) can never be released, so the guest is replaced before the next trace
+            if findings:
+                results[-1].warnings = tuple(results[-1].warnings) + tuple(f.title for f in findings)
+            self.close()
+        elif findings and results:
+            last = results[-1]
+            last.warnings = tuple(last.warnings) + tuple(f.title for f in findings)
+        elif died and len(results) < len(trace.steps):
+            results.append(Result("hang", note=died))
+            self.close()
+        return results
+
+    def _batch(self, lines: list[str], budget_ms: int) -> tuple[str, str | None]:
+        timeout = 15 + len(lines) * (budget_ms / 1000 + 1)
+        try:
+            r = self.ssh.run(self._ddictl(), input="\n".join([control_budget(budget_ms), *lines]) + "\n",
+                             timeout=timeout)
+        except SSHTimeout as e:
+            # ddictl printed kind=hang but cannot exit: its worker sleeps uninterruptibly
+            return e.stdout, f"ddictl did not exit within {timeout:.0f} s (a thread is stuck in the kernel)"
+        except SSHError as e:
+            return "", f"the SSH command failed: {e}"
+        if r.status not in (0, 3):
+            return r.stdout, f"ddictl exited with status {r.status}: {r.stderr.strip()[-300:]}"
+        return r.stdout, None
+
+    def _lockstep(self, lines: list[str], budget_ms: int) -> tuple[str, str | None]:
+        """One op per round trip on one ddictl process: nothing is in flight when the guest dies."""
+        transport = self.ssh.client.get_transport()
+        out: list[str] = []
+        try:
+            chan = transport.open_session(timeout=30)
+            chan.exec_command(self._ddictl())
+            chan.settimeout(0.05)
+            chan.sendall((control_budget(budget_ms) + "\n").encode())
+            buf = b""
+            for line in lines:
+                chan.sendall((line + "\n").encode())
+                deadline = time.monotonic() + budget_ms / 1000 + 10
+                while b"\n" not in buf:
+                    if time.monotonic() > deadline:
+                        chan.close()
+                        return "\n".join(out), "no result line within the op budget"
+                    try:
+                        data = chan.recv(4096)
+                    except (TimeoutError, socket.timeout, OSError):
+                        data = None
+                    if data == b"" or (data is None and (chan.closed or chan.exit_status_ready())):
+                        return "\n".join(out), "ddictl stopped answering"
+                    if data:
+                        buf += data
+                text, buf = buf.split(b"\n", 1)
+                out.append(text.decode(errors="replace"))
+                if out[-1].startswith("kind=hang"):
+                    break
+            chan.shutdown_write()
+            end = time.monotonic() + 5
+            while not chan.exit_status_ready() and time.monotonic() < end:
+                time.sleep(0.005)
+            chan.close()
+        except Exception as e:  # paramiko raises several types when the guest vanishes
+            return "\n".join(out), f"the SSH channel failed: {type(e).__name__}: {e}"
+        return "\n".join(out), None
+
+    def _console_after(self, trouble: bool) -> str:
+        assert self.machine
+        if trouble and self.machine.is_running():
+            # halt_on_panic=1: a panicked guest halts (QEMU keeps running); -no-reboot covers the rest
+            self.machine.wait_exit(3.0)
+        return self.machine.console.new_text() if self.machine.console else ""
+
+    def _kstats(self) -> dict[str, int]:
+        """The driver's named kstat ddih:0:objects (maps, umem, kmem, files, destructive)."""
+        assert self.ssh
+        r = self.ssh.run("kstat -p ddih:0:objects", timeout=30)
+        out = {}
+        for line in r.stdout.splitlines():
+            m = re.fullmatch(r"ddih:0:objects:(\w+)\s+(\d+)", line.strip())
+            if m:
+                out[m.group(1)] = int(m.group(2))
+        return out
+
+    def outstanding(self) -> int:
+        """Objects the driver still holds: maps + umem + kmem of its ddih:0:objects kstat."""
+        k = self._kstats()
+        if not {"maps", "umem", "kmem"} <= set(k):
+            raise TargetError(f"cannot read the ddih:0:objects kstat (got {k})")
+        return k["maps"] + k["umem"] + k["kmem"]
+
+    def unload(self) -> tuple[bool, int]:
+        """rem_drv the driver; (unloaded, objects outstanding before)."""
+        if not self.alive() or self.ssh is None:
+            return False, -1
+        try:
+            left = self.outstanding()
+        except (TargetError, SSHError):
+            left = -1
+        try:
+            r = self.ssh.run(f"rem_drv {DRIVER}", timeout=120)
+            gone = self.ssh.run("modinfo | awk '$6 == \"ddih\"'", timeout=30)
+        except SSHError:
+            return False, left
+        unloaded = r.status == 0 and "ddih" not in gone.stdout and "Cannot unload" not in (r.stdout + r.stderr)
+        return unloaded, left
+
+    def guest_command(self, *argv: str, timeout: float = 60):
+        assert self.ssh
+        return self.ssh.run(quote(*argv), timeout=timeout)
+
+
+def panic_message(findings: list) -> str:
+    """The ``panic[cpuN]/thread=...: msg`` line when there is one, else the first fatal title."""
+    for f in findings:
+        if f.kind == "panic":
+            first = f.excerpt.splitlines()[0].strip() if f.excerpt else ""
+            first = panics._illumos_message(first) if first else ""
+            if f.message and f.message not in first:
+                return f"{first} {f.message}".strip()
+            return first or f.title
+    fatal = panics.first_fatal(findings)
+    if fatal is None:
+        return "the guest died (QEMU exited) with no kernel message on the console"
+    return fatal.title
+
+
+def _excerpt(console: str, fatal) -> str:
+    lines = console.splitlines()
+    if fatal is not None and getattr(fatal, "line", None) is not None:
+        start = max(0, fatal.line - 2)
+        return "\n".join(lines[start:start + 25])
+    return "\n".join(lines[-25:])

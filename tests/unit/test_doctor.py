@@ -1,0 +1,182 @@
+"""`doctor` with its filesystem and probe functions replaced, and the illumos QEMU argv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import doctor as D
+from harness.machine import AccelChoice
+from harness.targets.illumos import IllumosTarget, illumos_qemu_argv
+
+
+@pytest.fixture
+def probes(monkeypatch, tmp_path):
+    p = {
+        "which": lambda exe: f"/usr/bin/{exe}",
+        "free_bytes": lambda path: 100 * D.GIB,
+        "cache_dir": lambda: tmp_path / "cache",
+        "choose_accel": lambda: AccelChoice("kvm", "KVM probe passed", "host"),
+        "linux_image": lambda: (True, "image abc in /c/linux"),
+        "illumos_image": lambda distro: (True, f"/c/images/{distro}/disk.raw (sha256 0123..., verified)"),
+        "illumos_base": lambda distro: (True, f"/c/illumos/{distro}/base-x"),
+    }
+    monkeypatch.setattr(D, "PROBES", p)
+    return p
+
+
+def _by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def test_all_good_linux(probes):
+    checks = D.doctor("linux")
+    assert [c.name for c in checks] == ["qemu-system-x86_64", "qemu-img", "accelerator", "cache space",
+                                        "linux image"]
+    assert all(c.ok for c in checks)
+    assert D.format_report(checks).endswith("all checks passed")
+
+
+def test_all_good_openindiana(probes):
+    checks = _by_name(D.doctor("openindiana"))
+    assert set(checks) == {"qemu-system-x86_64", "qemu-img", "accelerator", "cache space",
+                           "openindiana image", "openindiana provisioned base"}
+    assert all(c.ok for c in checks.values())
+
+
+def test_missing_qemu_img_fails_with_a_fix(probes):
+    probes["which"] = lambda exe: None if exe == "qemu-img" else f"/usr/bin/{exe}"
+    c = _by_name(D.doctor("omnios"))
+    assert c["qemu-system-x86_64"].ok and not c["qemu-img"].ok
+    assert "qemu-utils" in c["qemu-img"].fix
+    report = D.format_report(list(c.values()))
+    assert "[FAIL] qemu-img" in report and "fix: install QEMU" in report
+    assert report.endswith("1 check(s) failed")
+
+
+def test_tcg_is_ok_but_says_so(probes):
+    probes["choose_accel"] = lambda: AccelChoice("tcg", "KVM unusable, fell back to TCG: /dev/kvm does not exist")
+    c = _by_name(D.doctor("openindiana"))["accelerator"]
+    assert c.ok and "tcg" in c.detail and "minutes under TCG" in c.detail
+
+
+def test_accel_probe_error_is_a_failure_not_a_crash(probes):
+    def boom():
+        raise RuntimeError("KVM was requested but is not usable")
+    probes["choose_accel"] = boom
+    c = _by_name(D.doctor("linux"))["accelerator"]
+    assert not c.ok and "not usable" in c.detail
+
+
+def test_disk_space_against_the_target_needs(probes):
+    probes["free_bytes"] = lambda path: 5 * D.GIB
+    assert _by_name(D.doctor("linux"))["cache space"].ok
+    c = _by_name(D.doctor("openindiana"))["cache space"]
+    assert not c.ok and "5.0 GiB free" in c.detail and "10 GiB" in c.detail
+
+
+def test_image_and_base_missing(probes):
+    probes["illumos_image"] = lambda d: (False, f"{d} image: not downloaded yet")
+    probes["illumos_base"] = lambda d: (False, "the omnios image is not downloaded yet")
+    c = _by_name(D.doctor("omnios"))
+    assert not c["omnios image"].ok and "internet" in c["omnios image"].fix
+    assert not c["omnios provisioned base"].ok and "provisions it" in c["omnios provisioned base"].fix
+
+
+def test_unknown_target():
+    with pytest.raises(ValueError):
+        D.doctor("solaris")
+
+
+def test_base_status_without_a_downloaded_image(monkeypatch, tmp_path):
+    from harness import fetch
+    from harness.targets import illumos as I
+
+    monkeypatch.setattr(fetch, "cached_image", lambda *a, **k: None)
+    ok, detail = I.base_status("openindiana", cache_dir=tmp_path)
+    assert not ok and "not downloaded" in detail
+
+
+def test_base_status_follows_the_recipe(monkeypatch, tmp_path):
+    """A base made for one recipe is not found for another (kmem_flags is part of the key)."""
+    from harness import fetch
+    from harness.targets import illumos as I
+
+    class Img:
+        sha256 = "ab" * 32
+        path = tmp_path / "disk.raw"
+
+    monkeypatch.setattr(fetch, "cached_image", lambda *a, **k: Img())
+    key, pub = I.client_key(tmp_path)
+    d = I.base_dir_for("openindiana", Img.sha256, pub, 0, tmp_path)
+    d.mkdir(parents=True)
+    (d / "base.qcow2").write_bytes(b"")
+    (d / "base.json").write_text('{"host_key_pub": "ssh-ed25519 AAAA", "created": "now"}')
+    assert I.base_status("openindiana", 0, tmp_path)[0]
+    assert not I.base_status("openindiana", 0xf, tmp_path)[0]
+    assert not I.base_status("omnios", 0, tmp_path)[0]
+
+
+# ---------------------------------------------------------------- the illumos QEMU argv
+
+def _after(argv, flag):
+    return [argv[i + 1] for i, a in enumerate(argv) if a == flag]
+
+
+def _argv(**kw):
+    base = dict(accel="kvm", disk="/w/disk.qcow2", serial_socket="/w/console.sock", qmp_socket="/w/qmp.sock",
+                ssh_port=40022, memory="4096", cpus=2)
+    base.update(kw)
+    return illumos_qemu_argv(**base)
+
+
+def test_illumos_argv_kvm_follows_the_spec():
+    a = _argv()
+    assert _after(a, "-machine") == ["pc,accel=kvm"]          # i440FX: q35 loses disk and NIC
+    assert _after(a, "-cpu") == ["host"]
+    assert _after(a, "-smp") == ["2"] and _after(a, "-m") == ["4096"]
+    assert "kvm-pit.lost_tick_policy=delay" in _after(a, "-global")
+    assert _after(a, "-rtc") == ["base=utc,clock=host,driftfix=slew"]
+    assert _after(a, "-drive") == ["file=/w/disk.qcow2,if=virtio,format=qcow2,cache=writeback"]
+    assert _after(a, "-netdev") == ["user,id=n0,hostfwd=tcp:127.0.0.1:40022-:22,restrict=on"]
+    assert _after(a, "-device") == ["virtio-net-pci,netdev=n0"]
+    assert _after(a, "-display") == ["none"] and _after(a, "-monitor") == ["none"]
+    # ttya = the first (only) serial port, on a chardev the harness reads
+    assert _after(a, "-serial") == ["chardev:s0"]
+    assert _after(a, "-chardev") == ["socket,id=s0,path=/w/console.sock,server=on,wait=on"]
+    assert "-no-reboot" in a
+    assert not any("hv-" in x or "hv_" in x for x in a)       # never Hyper-V enlightenments
+    assert "-kernel" not in a
+
+
+def test_illumos_argv_tcg_swaps_cpu_and_drops_the_kvm_pit():
+    a = _argv(accel="tcg")
+    assert _after(a, "-machine") == ["pc,accel=tcg"]
+    assert _after(a, "-cpu") == ["qemu64"]
+    assert not any("kvm-pit" in x for x in a)
+
+
+def test_illumos_argv_provisioning_and_seed():
+    a = _argv(no_reboot=False, restrict=False, seed="/b/seed.iso", disk_format="qcow2")
+    assert "-no-reboot" not in a
+    assert _after(a, "-netdev") == ["user,id=n0,hostfwd=tcp:127.0.0.1:40022-:22"]
+    assert _after(a, "-drive")[1] == "file=/b/seed.iso,if=virtio,format=raw,readonly=on"
+
+
+def test_illumos_argv_rejects_unknown_accelerator():
+    with pytest.raises(ValueError):
+        _argv(accel="hvf")
+
+
+def test_illumos_machine_uses_the_illumos_argv(tmp_path):
+    t = IllumosTarget(tmp_path, distro="omnios")
+    m_cfg = t._config("ddih-omnios")
+    from harness.targets.illumos import IllumosMachine
+
+    m = IllumosMachine(m_cfg, disk=tmp_path / "d.qcow2", seed=tmp_path / "seed.iso")
+    a = m.build_argv(AccelChoice("kvm", "test", "host"), Path("/w"), 2222)
+    assert _after(a, "-m") == ["4096"] and "-no-reboot" in a
+    assert _after(a, "-qmp") == ["unix:/w/qmp.sock,server=on,wait=off"]
+    assert t.unobservable == {("kmem_alloc", "value"), ("kmem_zalloc", "value")}
+    assert t.name == "omnios" and t.model_name == "illumos" and t.os == "illumos"
