@@ -7,6 +7,10 @@
  *
  *   kind=<value|null|ok|error|hang> [value=N] [errno=NAME] [offset=N]
  *   [zeroed=0|1] [type=0xN] [cookie_size=N] [coherent=0|1] [avail=N] [total=N]
+ *   [mem_total=N mem_inuse=N alloc=N free=N fail=N wait=N contains=N]
+ *
+ * The last group is the vmem kstat counters of an rmap arena, which only the
+ * illumos port reports (DDIH_V_VMEM); the Linux port reports avail/total.
  *
  * Trace names (map=m, buf=b, waiter=w) are kept in a name -> handle table;
  * a name whose creating op returned NULL stands for handle 0 (NULL), and
@@ -20,14 +24,25 @@
  * Blank lines and lines starting with '#' are ignored.
  *
  * Every op runs in a worker thread; if it has not returned within the
- * budget, ddictl prints kind=hang and exits with status 3 (process exit
- * interrupts the driver's interruptible wait).  A malformed line gives
- * kind=error errno=EPROTO, an explanation on stderr, and ddictl goes on.
+ * budget, ddictl prints kind=hang and exits with status 3 (on Linux process
+ * exit interrupts the driver's interruptible wait; on illumos rmalloc_wait
+ * sleeps in an uninterruptible cv_wait, the process cannot finish exiting
+ * and the harness replaces the guest).  The same holds for `reset' when a
+ * background waiter cannot be interrupted within the budget.  A malformed
+ * line gives kind=error errno=EPROTO, an explanation on stderr, and ddictl
+ * goes on.
  *
- * Usage: ddictl [device]     (default /dev/ddih, or $DDIH_DEV)
+ * Builds on Linux (static, see Makefile) and on illumos with its own libc:
+ *   gcc -O2 -m64 -Wall -Werror -I../kmod -o ddictl ddictl.c -lpthread
+ *
+ * Usage: ddictl [device]     (default DDIH_DEVICE: /dev/ddih on Linux,
+ *                             /devices/pseudo/ddih@0:ddih on illumos;
+ *                             $DDIH_DEV overrides the default)
  */
 
+#if !defined(__sun)
 #define	_GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -40,9 +55,14 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#if defined(__sun)
+#include <procfs.h>		/* lwpsinfo_t */
+#include <sys/lwp.h>		/* _lwp_self */
+#else
+#include <sys/syscall.h>	/* SYS_gettid */
+#endif
 
 #include "ddih_ioctl.h"
 
@@ -99,6 +119,9 @@ errno_name(int e)
 	case EPROTO: return ("EPROTO");
 	case EOVERFLOW: return ("EOVERFLOW");
 	case ENOTSUP: return ("ENOTSUP");	/* == EOPNOTSUPP on Linux */
+#if defined(EOPNOTSUPP) && EOPNOTSUPP != ENOTSUP
+	case EOPNOTSUPP: return ("EOPNOTSUPP");	/* illumos: 122, not 48 */
+#endif
 	case ETIMEDOUT: return ("ETIMEDOUT");
 	case ECANCELED: return ("ECANCELED");
 	case EOWNERDEAD: return ("EOWNERDEAD");
@@ -149,7 +172,7 @@ static void
 print_result(const struct result *res)
 {
 	const struct ddih_req *r = &res->req;
-	char line[512];
+	char line[1024];
 	size_t n = 0;
 
 #define	ADD(...)	(n += (size_t)snprintf(line + n, sizeof (line) - n, \
@@ -186,6 +209,14 @@ print_result(const struct result *res)
 	}
 	if (r->valid & DDIH_V_STATE)
 		ADD(" avail=%" PRIu64 " total=%" PRIu64, r->avail, r->total);
+	if (r->valid & DDIH_V_VMEM)
+		ADD(" mem_total=%" PRIu64 " mem_inuse=%" PRIu64 " alloc=%" PRIu64
+		    " free=%" PRIu64 " fail=%" PRIu64 " wait=%" PRIu64
+		    " contains=%" PRIu64,
+		    r->ctr[DDIH_CTR_MEM_TOTAL], r->ctr[DDIH_CTR_MEM_INUSE],
+		    r->ctr[DDIH_CTR_ALLOC], r->ctr[DDIH_CTR_FREE],
+		    r->ctr[DDIH_CTR_FAIL], r->ctr[DDIH_CTR_WAIT],
+		    r->ctr[DDIH_CTR_CONTAINS]);
 #undef ADD
 	emit("%s", line);
 }
@@ -226,7 +257,7 @@ struct waiter {
 	pthread_t	th;
 	int		fd;
 	int		done;		/* under mu */
-	pid_t		tid;		/* under mu; 0 until the thread runs */
+	long		tid;		/* under mu; 0 until the thread runs */
 	int		joined;
 	struct result	res;
 };
@@ -361,7 +392,11 @@ waiter_main(void *arg)
 	struct waiter *w = arg;
 
 	(void) pthread_mutex_lock(&mu);
-	w->tid = (pid_t)syscall(SYS_gettid);
+#if defined(__sun)
+	w->tid = (long)_lwp_self();
+#else
+	w->tid = (long)syscall(SYS_gettid);
+#endif
 	(void) pthread_cond_broadcast(&cv);
 	(void) pthread_mutex_unlock(&mu);
 	do_ioctl(w->fd, &w->res);
@@ -372,11 +407,25 @@ waiter_main(void *arg)
 	return (NULL);
 }
 
-/* Interrupt and collect every background waiter (for reset). */
+static int
+past(const struct timespec *ts)
+{
+	struct timespec now;
+
+	(void) clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec > ts->tv_sec || (now.tv_sec == ts->tv_sec &&
+	    now.tv_nsec >= ts->tv_nsec));
+}
+
+/*
+ * Interrupt and collect every background waiter (for reset).  A waiter
+ * that does not return within the budget cannot be interrupted (illumos:
+ * cv_wait in vmem); that is reported as a hang.
+ */
 static void
 waiters_cancel(void)
 {
-	struct timespec ts;
+	struct timespec ts, end;
 	size_t i;
 
 	for (i = 0; i < nnames; i++) {
@@ -384,8 +433,11 @@ waiters_cancel(void)
 
 		if (names[i].kind != OBJ_WAITER || w == NULL)
 			continue;
+		deadline(&end, budget_ms);
 		(void) pthread_mutex_lock(&mu);
 		while (!w->done) {
+			if (past(&end))
+				hang();
 			(void) pthread_kill(w->th, SIGUSR1);
 			deadline(&ts, 50);
 			(void) pthread_cond_timedwait(&cv, &mu, &ts);
@@ -669,16 +721,35 @@ op_rmalloc(struct line *ln)
 	simple_op(&res, NULL, 0);
 }
 
+#if defined(__sun)
+/* 1 if LWP `tid' of this process is sleeping (pr_sname 'S' in lwpsinfo). */
+static int
+thread_sleeping(long tid)
+{
+	char path[64];
+	lwpsinfo_t li;
+	ssize_t n;
+	int fd;
+
+	(void) snprintf(path, sizeof (path), "/proc/self/lwp/%ld/lwpsinfo",
+	    tid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return (0);
+	n = read(fd, &li, sizeof (li));
+	(void) close(fd);
+	return (n == (ssize_t)sizeof (li) && li.pr_sname == 'S');
+}
+#else
 /* 1 if thread `tid' of this process is sleeping ('S' in its stat). */
 static int
-thread_sleeping(pid_t tid)
+thread_sleeping(long tid)
 {
 	char path[64], buf[512], *p;
 	ssize_t n;
 	int fd;
 
-	(void) snprintf(path, sizeof (path), "/proc/self/task/%d/stat",
-	    (int)tid);
+	(void) snprintf(path, sizeof (path), "/proc/self/task/%ld/stat",
+	    tid);
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 		return (0);
 	n = read(fd, buf, sizeof (buf) - 1);
@@ -689,18 +760,20 @@ thread_sleeping(pid_t tid)
 	p = strrchr(buf, ')');		/* the state follows "(comm)" */
 	return (p != NULL && p[1] == ' ' && p[2] == 'S');
 }
+#endif
 
 /*
  * Wait (within the budget) until a new waiter has either returned or gone
  * to sleep in the driver, so that the state printed for its start line is
- * the state after its first allocation attempt.  If that cannot be told
- * (no /proc), give up after the budget quietly.
+ * the state after its first allocation attempt.  Linux: /proc/self/task/
+ * <tid>/stat; illumos: /proc/self/lwp/<lwpid>/lwpsinfo.  If that cannot be
+ * told (no /proc), give up after the budget quietly.
  */
 static void
 waiter_settle(struct waiter *w)
 {
-	struct timespec ts, now;
-	pid_t tid;
+	struct timespec ts;
+	long tid;
 	int done;
 
 	deadline(&ts, budget_ms);
@@ -711,9 +784,7 @@ waiter_settle(struct waiter *w)
 		(void) pthread_mutex_unlock(&mu);
 		if (done || (tid != 0 && thread_sleeping(tid)))
 			return;
-		(void) clock_gettime(CLOCK_MONOTONIC, &now);
-		if (now.tv_sec > ts.tv_sec || (now.tv_sec == ts.tv_sec &&
-		    now.tv_nsec >= ts.tv_nsec))
+		if (past(&ts))
 			return;
 		(void) usleep(1000);
 	}
@@ -760,12 +831,11 @@ op_rmalloc_wait(struct line *ln)
 	n->w = w;
 	waiter_settle(w);
 	/* report the map's counters after the waiter's first attempt */
-	req_init(&res.req, DDIH_OP_RMALLOC);
+	req_init(&res.req, DDIH_OP_RMAP_STATE);
 	res.req.handle = w->res.req.handle;
-	res.req.arg[0] = 0;		/* gen_pool_alloc(0): no effect */
 	run_budgeted(job_ioctl, &res);
 	res.req.kind = DDIH_KIND_OK;
-	res.req.valid &= DDIH_V_STATE;
+	res.req.valid &= DDIH_V_STATE | DDIH_V_VMEM;
 	if (res.rc < 0)
 		res.req.valid = 0;
 	res.rc = 0;

@@ -6,6 +6,7 @@ result line per op::
 
     kind=<value|null|ok|error|panic|hang> [value=N] [errno=NAME] [offset=N]
     [zeroed=0|1] [type=0xN] [cookie_size=N] [coherent=0|1] [avail=N] [total=N]
+    [mem_total=N mem_inuse=N alloc=N free=N fail=N wait=N contains=N]
 
 ``encode`` and ``decode`` are pure functions; both reject anything they cannot
 represent exactly (``ProtocolError``), so a garbled console line never turns
@@ -19,8 +20,10 @@ is; ``None`` as ``-``; bools as ``0``/``1``; integers in decimal (a negative
 Decoding rules: ``errno`` becomes ``Result.message``; ``offset``, ``zeroed``,
 ``type``, ``cookie_size`` and ``coherent`` become ``Result.attrs`` (``offset``
 keeps its name: the comparator checks it against the model's ``align``;
-``zeroed``/``coherent`` are bools); ``avail`` and ``total`` together become
-``Result.state``.
+``zeroed``/``coherent`` are bools); ``avail`` and ``total`` together, and the
+seven vmem kstat counters of an rmap arena (``VMEM_KEYS``, reported by the
+illumos port only, all seven together) become ``Result.state``; a line may
+carry either group or both.
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from harness.model.outcome import KINDS, Result
 from harness.ops import FLAG_TABLES, U64
 
 __all__ = ["ProtocolError", "encode", "decode", "format_result", "CONTROL_RESET",
-           "control_budget", "RESULT_KEYS"]
+           "control_budget", "RESULT_KEYS", "VMEM_KEYS"]
 
 CONTROL_RESET = "reset"
+# The vmem kstat counters of an rmap arena (illumos port), in ddictl's order.
+VMEM_KEYS = ("mem_total", "mem_inuse", "alloc", "free", "fail", "wait", "contains")
 # Result keys in the order ddictl prints them.
 RESULT_KEYS = ("kind", "value", "errno", "offset", "zeroed", "type", "cookie_size",
-               "coherent", "avail", "total")
+               "coherent", "avail", "total") + VMEM_KEYS
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _ERRNO_RE = re.compile(r"^E[A-Z0-9]+$")
@@ -157,8 +162,8 @@ def decode(line: str) -> Result:
         if kind != "value":
             raise ProtocolError(f"value= with kind={kind} in {line!r}")
         value = _uint("value", fields["value"], line)
-    elif kind == "value":
-        raise ProtocolError(f"kind=value without value= in {line!r}")
+    # kind=value without value= is legal: a routine returned non-NULL but the
+    # driver cannot observe the number (the kmem cache on illumos)
 
     message: str | None = None
     if "errno" in fields:
@@ -190,6 +195,14 @@ def decode(line: str) -> Result:
     if "avail" in fields:
         state = {"avail": _uint("avail", fields["avail"], line),
                  "total": _uint("total", fields["total"], line)}
+    present = [k for k in VMEM_KEYS if k in fields]
+    if present and len(present) != len(VMEM_KEYS):
+        missing = ", ".join(k for k in VMEM_KEYS if k not in fields)
+        raise ProtocolError(f"the vmem counters must come together (missing {missing}) in {line!r}")
+    if present:
+        state = dict(state or {})
+        for k in VMEM_KEYS:
+            state[k] = _uint(k, fields[k], line)
 
     return Result(kind=kind, value=value, message=message, attrs=attrs, state=state)
 
@@ -212,6 +225,10 @@ def format_result(result: Result) -> str:
         parts.append(f"cookie_size={int(a['cookie_size'])}")
     if "coherent" in a:
         parts.append(f"coherent={int(bool(a['coherent']))}")
-    if result.state is not None:
-        parts.append(f"avail={result.state['avail']} total={result.state['total']}")
+    st = result.state
+    if st is not None:
+        if "avail" in st or "total" in st:
+            parts.append(f"avail={st['avail']} total={st['total']}")
+        if any(k in st for k in VMEM_KEYS):
+            parts.extend(f"{k}={st[k]}" for k in VMEM_KEYS)
     return " ".join(parts)

@@ -33,6 +33,14 @@
  *                                out: kind OK, avail/total
  *   RMFREEMAP                    handle = map; out: kind OK
  *                                (EBUSY still reports avail/total)
+ *   RMAP_STATE                   handle = map; calls no routine, only
+ *                                reports the map's counters (ddictl uses
+ *                                it after starting a background waiter).
+ *                                out: kind OK, avail/total or ctr[]
+ *
+ *   Map counters: the Linux port reports avail/total (DDIH_V_STATE); the
+ *   illumos port reports the arena's vmem kstat counters in ctr[]
+ *   (DDIH_V_VMEM), indexed by DDIH_CTR_*, read from the vmem_t.
  *   UMEM_ALLOC                   a0 = size, flags = DDI_UMEM_* bits
  *                                out: ohandle, kind VALUE (value = rounded
  *                                size, offset, zeroed, type, cookie_size)
@@ -57,6 +65,15 @@
  *                                size, offset, zeroed) or kind NULL
  *   KMEM_FREE                    handle = buffer (0 = NULL), a0 = size
  *                                (the Linux port ignores it: kfree has none)
+ *
+ * ILP32 and LP64 callers: every field has a fixed width, every 64-bit field
+ * sits at an offset that is a multiple of 8 and the size is a multiple of
+ * 8, so the i386 ABI (4-byte alignment of 64-bit integers) and the amd64
+ * ABI give the same layout, without padding; the size check below holds
+ * for both.  Drivers may copy a 32-bit caller's request as is.
+ *
+ * Version history: 1 (136 bytes); 2 adds ctr[] / DDIH_V_VMEM and
+ * RMAP_STATE (192 bytes).
  */
 
 #ifndef	_DDIH_IOCTL_H
@@ -82,8 +99,12 @@
 extern "C" {
 #endif
 
-#define	DDIH_ABI_VERSION	1
-#define	DDIH_DEVICE		"/dev/ddih"	/* Linux; illumos: /devices/... */
+#define	DDIH_ABI_VERSION	2
+#if defined(__sun)
+#define	DDIH_DEVICE		"/devices/pseudo/ddih@0:ddih"
+#else
+#define	DDIH_DEVICE		"/dev/ddih"
+#endif
 #define	DDIH_PAGESIZE		4096
 
 /* Op codes, named after the ops of harness/ops.py. */
@@ -93,6 +114,7 @@ extern "C" {
 #define	DDIH_OP_RMALLOC_WAIT	4
 #define	DDIH_OP_RMFREE		5
 #define	DDIH_OP_RMFREEMAP	6
+#define	DDIH_OP_RMAP_STATE	7	/* harness helper: counters only */
 #define	DDIH_OP_UMEM_ALLOC	16
 #define	DDIH_OP_UMEM_FREE	17
 #define	DDIH_OP_UMEM_EXPORT	18
@@ -116,6 +138,17 @@ extern "C" {
 #define	DDIH_V_COHERENT		0x0020	/* coherent */
 #define	DDIH_V_STATE		0x0040	/* avail and total */
 #define	DDIH_V_HANDLE		0x0080	/* ohandle */
+#define	DDIH_V_VMEM		0x0100	/* ctr[] (illumos vmem kstats) */
+
+/* Indexes of ctr[]: the vmem kstat counters of an rmap arena. */
+#define	DDIH_CTR_MEM_TOTAL	0
+#define	DDIH_CTR_MEM_INUSE	1
+#define	DDIH_CTR_ALLOC		2
+#define	DDIH_CTR_FREE		3
+#define	DDIH_CTR_FAIL		4
+#define	DDIH_CTR_WAIT		5
+#define	DDIH_CTR_CONTAINS	6
+#define	DDIH_NCTR		7
 
 /* Bits of `xflags': request modifiers. */
 #define	DDIH_XF_MAPLEN		0x0001	/* UMEM_EXPORT: a2 overrides maplen */
@@ -166,14 +199,15 @@ struct ddih_req {
 	uint64_t	cookie_size;	/* umem: the cookie's (rounded) size */
 	uint64_t	avail;		/* rmap: free units after the op */
 	uint64_t	total;		/* rmap: units ever added after the op */
+	uint64_t	ctr[DDIH_NCTR];	/* rmap: vmem counters (DDIH_CTR_*) */
 	uint32_t	type;		/* umem cookie type (0x100 / 0x200) */
 	uint32_t	zeroed;		/* 1: the memory read back all zero */
 	uint32_t	coherent;	/* 1: user and kernel see the same bytes */
 	uint32_t	pad;		/* must be 0 */
 };
 
-/* The layout is part of the ABI: 136 bytes, 8-byte aligned fields. */
-typedef char ddih_req_size_check[(sizeof (struct ddih_req) == 136) ? 1 : -1];
+/* The layout is part of the ABI: 192 bytes, 8-byte aligned fields. */
+typedef char ddih_req_size_check[(sizeof (struct ddih_req) == 192) ? 1 : -1];
 
 /* One ioctl number per op family (type 'D'). */
 #define	DDIH_IOC_TYPE		'D'

@@ -70,7 +70,10 @@ class IllumosModel:
                                     step.flags("flags"), step.flags("prot"), a["mapping"],
                                     a["maplen"], a["setup_twice"])
         if op in ("kmem_alloc", "kmem_zalloc"):
-            return self.kmem.alloc(a["buf"], a["size"], step.flags("flags"), op == "kmem_zalloc")
+            result = self.kmem.alloc(a["buf"], a["size"], step.flags("flags"), op == "kmem_zalloc")
+            if result.kind == "panic" and not self.config.destructive:
+                return refused(result.message or "")
+            return result
         return self._kmem_free(a["buf"], a["size"])
 
     def _rmap(self, op: str, a: dict) -> Result:

@@ -82,6 +82,9 @@ class UmemState:
             return R.error("ENXIO", note="devmap_umem_setup failed, devmap(9E) returned nonzero: "
                                          "devmap_setup turns any nonzero return into ENXIO")
         map_len = user_len if maplen is None else maplen
+        if map_len == 0:
+            return R.error("ENXIO", note="*maplen 0 maps nothing: devmap_setup calls devmap(9E) again at "
+                                         "the same offset and the driver fails it (the kernel would loop)")
         if map_len % PAGESIZE:
             return R.error("EINVAL", note="*maplen is not a multiple of the page size")
         if mapping == "private":

@@ -495,6 +495,20 @@ static int ddih_rmfreemap(struct ddih_file *df, struct ddih_req *r)
 	return 0;
 }
 
+/* RMAP_STATE: the map's counters, no routine called (a harness helper). */
+static int ddih_rmap_state(struct ddih_file *df, struct ddih_req *r)
+{
+	struct ddih_obj *o = ddih_lookup(df, r->handle, DO_MAP);
+
+	if (o == NULL)
+		return -EBADF;
+	if (r->flags != 0)
+		return -EINVAL;
+	r->kind = DDIH_KIND_OK;
+	ddih_state(r, &o->do_map);
+	return 0;
+}
+
 /* ---------------------------------------------------------------- umem */
 
 static void ddih_umem_destroy(struct ddih_obj *o)
@@ -875,6 +889,7 @@ static long ddih_ioctl(struct file *fp, unsigned int cmd, unsigned long arg)
 	r.valid = 0;
 	r.ohandle = 0;
 	r.value = r.offset = r.cookie_size = r.avail = r.total = 0;
+	memset(r.ctr, 0, sizeof (r.ctr));	/* illumos only (DDIH_V_VMEM) */
 	r.type = r.zeroed = r.coherent = 0;
 
 	if (DDIH_OP_FAMILY(r.op) != _IOC_NR(cmd) || r.pad != 0 ||
@@ -901,6 +916,9 @@ static long ddih_ioctl(struct file *fp, unsigned int cmd, unsigned long arg)
 		break;
 	case DDIH_OP_RMFREEMAP:
 		err = ddih_rmfreemap(df, &r);
+		break;
+	case DDIH_OP_RMAP_STATE:
+		err = ddih_rmap_state(df, &r);
 		break;
 	case DDIH_OP_UMEM_ALLOC:
 		err = ddih_umem_alloc(df, &r);

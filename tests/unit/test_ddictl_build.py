@@ -39,10 +39,10 @@ def test_header_compiles_standalone(tmp_path: Path) -> None:
     """The ABI header is self-contained in user space, and its layout is fixed."""
     src = tmp_path / "h.c"
     src.write_text('#include "ddih_ioctl.h"\n#include <stddef.h>\n'
-                   "_Static_assert(sizeof(struct ddih_req) == 136, \"size\");\n"
+                   "_Static_assert(sizeof(struct ddih_req) == 192, \"size\");\n"
                    "_Static_assert(offsetof(struct ddih_req, arg) == 24, \"arg\");\n"
                    "_Static_assert(offsetof(struct ddih_req, status) == 64, \"status\");\n"
-                   "int main(void) { return DDIH_ABI_VERSION == 1 ? 0 : 1; }\n")
+                   "int main(void) { return DDIH_ABI_VERSION == 2 ? 0 : 1; }\n")
     proc = subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic",
                            f"-I{ROOT / 'kmod'}", "-o", str(tmp_path / "h"), str(src)],
                           capture_output=True, text=True, timeout=60)

@@ -88,6 +88,16 @@ def test_encode_rejects_unrepresentable():
     ("kind=ok coherent=0\r\n", Result("ok", attrs={"coherent": False})),
     ("kind=hang", Result("hang")),
     ("kind=value value=18446744073709551615", Result("value", value=2**64 - 1)),
+    # the illumos port: an rmap arena's vmem kstat counters
+    ("kind=value value=1 mem_total=12 mem_inuse=3 alloc=1 free=0 fail=0 wait=0 contains=1",
+     Result("value", value=1, state={"mem_total": 12, "mem_inuse": 3, "alloc": 1, "free": 0,
+                                      "fail": 0, "wait": 0, "contains": 1})),
+    ("kind=error errno=EINVAL mem_total=0 mem_inuse=0 alloc=0 free=0 fail=2 wait=1 contains=0",
+     Result("error", message="EINVAL", state={"mem_total": 0, "mem_inuse": 0, "alloc": 0, "free": 0,
+                                               "fail": 2, "wait": 1, "contains": 0})),
+    ("kind=ok avail=5 total=7 mem_total=7 mem_inuse=2 alloc=1 free=0 fail=0 wait=0 contains=3",
+     Result("ok", state={"avail": 5, "total": 7, "mem_total": 7, "mem_inuse": 2, "alloc": 1,
+                         "free": 0, "fail": 0, "wait": 0, "contains": 3})),
 ])
 def test_decode(line, expected):
     got = decode(line)
@@ -101,7 +111,6 @@ def test_decode(line, expected):
     "hello",
     "value=1",
     "kind=maybe",
-    "kind=value",
     "kind=value value=",
     "kind=value value=-1",
     "kind=value value=1.5",
@@ -119,6 +128,13 @@ def test_decode(line, expected):
     "kind=ok =1",
     "[ 4.40] kernel BUG at lib/genalloc.c:255!",
     "kind=value value=0x",
+    "kind=ok mem_total=1",
+    "kind=ok mem_total=1 mem_inuse=0 alloc=0 free=0 fail=0 wait=0",
+    "kind=ok mem_total=1 mem_inuse=0 alloc=0 free=0 fail=0 wait=0 contains=-1",
+    "kind=ok mem_total=1 mem_inuse=0 alloc=0 free=0 fail=0 wait=0 contains=x",
+    "kind=ok mem_total=1 mem_total=1 mem_inuse=0 alloc=0 free=0 fail=0 wait=0 contains=0",
+    "kind=ok mem_total=18446744073709551616 mem_inuse=0 alloc=0 free=0 fail=0 wait=0 contains=0",
+    "kind=ok mem_total=1 mem_inuse=0 alloc=0 free=0 fail=0 wait=0 contains=0 avail=1",
 ])
 def test_decode_rejects_garbage(line):
     with pytest.raises(ProtocolError):
@@ -142,3 +158,21 @@ def test_control_budget():
     for bad in (0, -1, True, "10", 10**9):
         with pytest.raises(ProtocolError):
             control_budget(bad)
+
+
+def test_vmem_counters_round_trip_and_order():
+    counters = {"mem_total": 200, "mem_inuse": 100, "alloc": 2, "free": 1, "fail": 1, "wait": 1,
+                "contains": 4}
+    r = Result("value", value=1100, state=dict(counters))
+    line = format_result(r)
+    assert line == ("kind=value value=1100 mem_total=200 mem_inuse=100 alloc=2 free=1 fail=1 "
+                    "wait=1 contains=4")
+    assert decode(line) == r
+    both = Result("ok", state={"avail": 1, "total": 2, **counters})
+    assert decode(format_result(both)) == both
+
+
+def test_value_the_driver_cannot_observe():
+    """illumos kmem: non-NULL, but the cache (the value) is not observable from a driver."""
+    r = decode("kind=value offset=64 zeroed=1")
+    assert r.kind == "value" and r.value is None and r.attrs == {"offset": 64, "zeroed": True}
