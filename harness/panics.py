@@ -30,7 +30,7 @@ EXCERPT_LINES = 12
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str          # "panic" | "oops" | "bug" | "warning"
+    kind: str          # "panic" | "oops" | "bug" | "warning" | "dump" | "reboot"
     title: str         # stable one-line title, e.g. "Kernel panic - not syncing: Fatal exception"
     line: int          # 1-based line number in the scanned text
     excerpt: str       # the matching line and the lines after it
@@ -149,6 +149,10 @@ ILLUMOS: tuple[Recogniser, ...] = (
        "kernel memory allocator: {reason}"),
     _r("warning", r"^WARNING: (?P<msg>.*?)\s*$",
        lambda m, msgs, i: (f"WARNING: {m.group('msg')}", m.group("msg"))),
+    # what follows a panic: the crash dump and the reboot (not fatal by themselves)
+    _r("dump", r"^dumping to (?P<dev>\S+), offset \d+, content: (?P<what>.*?)\s*$", "dumping to {dev}"),
+    _r("dump", r"^skipping system dump - (?P<why>.*?)\s*$", "skipping system dump - {why}"),
+    _r("reboot", r"^rebooting\.\.\.\s*$", "rebooting..."),
 )
 
 _SYSLOG = re.compile(r"^.*?\[ID \d+ [\w.]+\]\s?")
