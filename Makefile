@@ -11,7 +11,7 @@ TARGET ?= linux
 OUT    ?= out
 PYTEST_ARGS ?=
 
-SYSTEM_PACKAGES := qemu-system-x86 qemu-utils gcc make libc6-dev xz-utils zstd binutils
+SYSTEM_PACKAGES := qemu-system-x86 qemu-utils gcc make libc6-dev xz-utils zstd binutils chromium
 
 .PHONY: test run venv system-deps clean help
 

@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--kmem-flags", type=lambda v: int(v, 0), default=0, metavar="N",
                    help="illumos only: provision a debug-allocator variant with kmem_flags=N (e.g. 0xf), "
                         "kept as its own base image")
+    r.add_argument("--fault", default="", metavar="NAME[,NAME]",
+                   help="linux only: load the driver with faults injected on purpose, to see the harness "
+                        "catch them (rmfree_off_by_one, umem_not_zeroed, kmem_bad_offset, wait_never_woken)")
     r.add_argument("--no-shrink", action="store_true",
                    help="do not shrink divergent traces into regressions/")
     r.set_defaults(func=cmd_run)

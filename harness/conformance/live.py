@@ -14,11 +14,15 @@ CORPUS = Path(__file__).resolve().parent.parent / "traces"
 TARGETS = ("linux", "openindiana", "omnios")
 
 
-def make_target(name: str, workdir: Path, destructive: bool, accel: str, log, progress, kmem_flags: int = 0):
+def make_target(name: str, workdir: Path, destructive: bool, accel: str, log, progress, kmem_flags: int = 0,
+                fault: str = ""):
     if name == "linux":
         from harness.targets.linux import LinuxTarget
 
-        return LinuxTarget(workdir, destructive=destructive, accel=accel, log=log, progress=progress)
+        return LinuxTarget(workdir, destructive=destructive, accel=accel, log=log, progress=progress,
+                           fault=fault)
+    if fault:
+        raise SystemExit("error: --fault is only available on the linux target")
     from harness.targets.illumos import IllumosTarget
 
     return IllumosTarget(workdir, distro=name, destructive=destructive, accel=accel, log=log,
@@ -50,7 +54,7 @@ def run_command(args: argparse.Namespace) -> int:
             bar.update(stages[stage], completed=done, total=total or None)
 
         target = make_target(args.target, out / "work", args.destructive, args.accel, log, image_progress,
-                             getattr(args, "kmem_flags", 0) or 0)
+                             getattr(args, "kmem_flags", 0) or 0, getattr(args, "fault", "") or "")
         try:
             target.prepare()
             target.boot()
@@ -78,6 +82,7 @@ def run_command(args: argparse.Namespace) -> int:
     man = manifest(target, paths, args.destructive, sys.argv)
     man["budget_ms"], man["seed"] = args.budget_ms, (args.seed if args.generate else None)
     man["kmem_flags"] = getattr(args, "kmem_flags", 0) or 0
+    man["fault"] = getattr(args, "fault", "") or ""
     man["regressions_written"] = [str(r.path) for r in shrunk]
     man["driver_unloaded"], man["outstanding_at_unload"] = unloaded, left
     json_path = Path(args.json) if args.json else out / "run.json"
@@ -148,7 +153,7 @@ def replay_command(args: argparse.Namespace) -> int:
                             junit=None, html=None, destructive=man.get("destructive", False),
                             budget_ms=man.get("budget_ms", 2000), accel=args.accel, generate=0,
                             seed=man.get("seed"), regressions="/nonexistent", replay_traces=traces,
-                            kmem_flags=man.get("kmem_flags", 0),
+                            kmem_flags=man.get("kmem_flags", 0), fault=man.get("fault", ""),
                             no_shrink=True)
     return run_command(ns)
 

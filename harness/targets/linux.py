@@ -86,9 +86,10 @@ class LinuxTarget:
     os = "linux"
 
     def __init__(self, workdir: Path, destructive: bool = False, accel: str = "auto",
-                 log: Log = lambda s: None, progress=None) -> None:
+                 log: Log = lambda s: None, progress=None, fault: str = "") -> None:
         self.workdir = Path(workdir).resolve()  # kbuild needs an absolute M=
         self.destructive = destructive
+        self.fault = fault  # faults the driver injects on purpose (kmod/linux/ddih.c)
         self.accel = accel
         self.log = log
         self.progress = progress
@@ -132,14 +133,34 @@ class LinuxTarget:
             self.ssh.run(f"mkdir -p {GUEST_DIR}", timeout=30)
             self.ssh.put(self.ko, f"{GUEST_DIR}/ddih.ko", 0o600)
             self.ssh.put(self.ddictl, f"{GUEST_DIR}/ddictl", 0o700)
-            r = self.ssh.run(f"insmod {GUEST_DIR}/ddih.ko destructive={int(self.destructive)}", timeout=60)
-            if r.status != 0:
-                raise TargetError(f"insmod ddih.ko failed: {r.stderr.strip()}")
+            self.load_driver()
             m.console.new_text()  # boot noise is not a step's business
         except Exception:
             self.close()
             raise
         self.log(f"guest up in {self.facts.boot_to_ready_s} s ({self.facts.accelerator}), driver loaded")
+
+    def load_driver(self) -> None:
+        args = [f"{GUEST_DIR}/ddih.ko", f"destructive={int(self.destructive)}"]
+        if self.fault:
+            args.append(f"fault={self.fault}")
+        r = self.ssh.run("insmod " + quote(*args), timeout=60)
+        if r.status != 0:
+            raise TargetError(f"insmod ddih.ko failed: {r.stderr.strip()}")
+
+    def reload(self, fault: str | None = None, destructive: bool | None = None) -> None:
+        """rmmod and insmod again with other parameters, on the same guest."""
+        if fault is not None:
+            self.fault = fault
+        if destructive is not None:
+            self.destructive = destructive
+        if not self.alive():
+            self.replace_guest()
+            return
+        r = self.ssh.run("rmmod ddih", timeout=60)
+        if r.status != 0:
+            raise TargetError(f"rmmod ddih failed: {r.stderr.strip()}")
+        self.load_driver()
 
     def replace_guest(self) -> None:
         """A dead or wedged guest is killed and a fresh one booted."""

@@ -103,9 +103,15 @@
  *
  * Fault injection
  * ---------------
- * The `fault' parameter is reserved for a later issue (failing chosen
- * allocations on purpose); see ddih_fault_hit().  Today it is accepted and
- * ignored.
+ * The `fault' parameter (a comma-separated list, set at load time) makes
+ * the driver misbehave on purpose, so that a conformance run can prove it
+ * catches real faults.  Each one is safe for the kernel:
+ *   rmfree_off_by_one	rmfree's add branch adds size+1 units
+ *   umem_not_zeroed	ddi_umem_alloc memory gets one non-zero byte
+ *   kmem_bad_offset	kmem results report the address offset plus 4
+ *   wait_never_woken	rmfree does not wake rmalloc_wait sleepers
+ *   fail_<op>		rmallocmap, rmfree (add), umem_alloc or kmem_alloc
+ *			fails as if the kernel had returned NULL/-ENOMEM
  */
 
 #include <linux/module.h>
@@ -151,7 +157,7 @@ MODULE_PARM_DESC(destructive,
 
 static char *fault;
 module_param(fault, charp, 0444);
-MODULE_PARM_DESC(fault, "fault injection spec (reserved; ignored for now)");
+MODULE_PARM_DESC(fault, "comma-separated faults to inject (see the theory statement)");
 
 static atomic_t ddih_nmaps = ATOMIC_INIT(0);
 static atomic_t ddih_numem = ATOMIC_INIT(0);
@@ -182,15 +188,29 @@ MODULE_PARM_DESC(outstanding, "live objects over all open files (read-only)");
 module_param_cb(objects, &ddih_objects_ops, NULL, 0444);
 MODULE_PARM_DESC(objects, "live maps, umem and kmem buffers, open files");
 
-/*
- * Fault injection hook (a later issue): return true to make the named
- * allocation fail as if the kernel had returned NULL/-ENOMEM.
- */
+/* Is the named fault in the `fault' list?  (Whole names between commas.) */
+static bool ddih_fault(const char *name)
+{
+	size_t n = strlen(name);
+	const char *p = fault;
+
+	while (p != NULL && *p != '\0') {
+		const char *end = strchrnul(p, ',');
+
+		if ((size_t)(end - p) == n && strncmp(p, name, n) == 0)
+			return true;
+		p = (*end == ',') ? end + 1 : end;
+	}
+	return false;
+}
+
+/* fail_<site>: make an allocation fail as if the kernel returned NULL. */
 static bool ddih_fault_hit(const char *site)
 {
-	(void)site;
-	(void)fault;
-	return false;
+	char name[32];
+
+	snprintf(name, sizeof (name), "fail_%s", site);
+	return ddih_fault(name);
 }
 
 /* ---------------------------------------------------------------- objects */
@@ -453,14 +473,16 @@ static int ddih_rmfree(struct ddih_file *df, struct ddih_req *r)
 		if (m->dm_nchunks >= DDIH_RMAP_MAX_CHUNKS)
 			return -ENOSPC;
 		err = ddih_fault_hit("rmfree") ? -ENOMEM :
-		    gen_pool_add(m->dm_pool, index, size, -1);
+		    gen_pool_add(m->dm_pool, index,
+		    size + (ddih_fault("rmfree_off_by_one") ? 1 : 0), -1);
 		if (err != 0)
 			return -ENOMEM;
 		m->dm_nchunks++;
 	}
 	r->kind = DDIH_KIND_OK;
 	ddih_state(r, m);	/* the counters before any sleeper retries */
-	wake_up_interruptible_all(&m->dm_wq);
+	if (!ddih_fault("wait_never_woken"))
+		wake_up_interruptible_all(&m->dm_wq);
 	return 0;
 }
 
@@ -558,6 +580,8 @@ static int ddih_umem_alloc(struct ddih_file *df, struct ddih_req *r)
 		return err;
 	}
 	atomic_inc(&ddih_numem);
+	if (ddih_fault("umem_not_zeroed"))
+		((u8 *)buf)[o->do_umem.du_size / 2] = 0xa5;
 	r->kind = DDIH_KIND_VALUE;
 	r->value = o->do_umem.du_size;
 	r->offset = (unsigned long)buf & (PAGE_SIZE - 1);
@@ -784,7 +808,7 @@ static int ddih_kmem_alloc(struct ddih_file *df, struct ddih_req *r, bool zero)
 		return 0;
 	}
 	r->value = ksize(p);
-	r->offset = (unsigned long)p & (PAGE_SIZE - 1);
+	r->offset = ((unsigned long)p + (ddih_fault("kmem_bad_offset") ? 4 : 0)) & (PAGE_SIZE - 1);
 	r->zeroed = memchr_inv(p, 0, size) == NULL;
 	r->valid |= DDIH_V_OFFSET | DDIH_V_ZEROED;
 	return 0;
