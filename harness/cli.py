@@ -198,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fault", default="", metavar="NAME[,NAME]",
                    help="linux only: load the driver with faults injected on purpose, to see the harness "
                         "catch them (rmfree_off_by_one, umem_not_zeroed, kmem_bad_offset, wait_never_woken)")
+    r.add_argument("--resume", metavar="OUT",
+                   help="finish an interrupted run: the --out directory of that run (its settings and "
+                        "traces are reused; finished traces are not run again)")
+    r.add_argument("--run-budget", type=float, default=None, metavar="SECONDS",
+                   help="bound the whole run: traces not started in time are recorded as skipped")
     r.add_argument("--no-shrink", action="store_true",
                    help="do not shrink divergent traces into regressions/")
     r.set_defaults(func=cmd_run)

@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from harness.conformance.runner import RunSummary, TraceRecord, manifest, run_conformance, write_json, write_junit
+from harness.conformance.runner import (RunSummary, TraceRecord, load_partial, manifest, run_conformance,
+                                        write_json, write_junit)
 from harness.conformance.traces import TraceError, load_traces
 
 CORPUS = Path(__file__).resolve().parent.parent / "traces"
@@ -36,12 +37,26 @@ def run_command(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console(stderr=True)
+    done: dict[str, TraceRecord] = {}
+    if getattr(args, "resume", None):
+        try:
+            args, traces, paths = resume_state(Path(args.resume))
+        except (OSError, ValueError, KeyError, TraceError) as e:
+            print(f"error: cannot resume {args.resume}: {e}; give the --out directory of an "
+                  "interrupted run (it holds start.json and results.jsonl)", file=sys.stderr)
+            return 2
+        done = load_partial(Path(args.out))
+        console.print(f"resuming {args.out}: {len(done)} of {len(traces)} traces already done")
+    else:
+        try:
+            traces, paths = select_traces(args)
+        except TraceError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     out = Path(args.out)
-    try:
-        traces, paths = select_traces(args)
-    except TraceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    if not done:
+        save_start(out, args, traces, paths)
     log = lambda s: console.print(f"[dim]{escape(s)}[/dim]")  # noqa: E731
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -64,6 +79,7 @@ def run_command(args: argparse.Namespace) -> int:
                           f"{escape(str(e))}")
             return 2
         task = bar.add_task(f"{args.target} ({target.facts.accelerator})", total=len(traces))
+        bar.advance(task, len(done))
 
         def on_trace(rec: TraceRecord) -> None:
             bar.advance(task)
@@ -72,11 +88,19 @@ def run_command(args: argparse.Namespace) -> int:
                 console.print(f"[red]DIVERGES[/red] " + escape(f"{rec.name} step {d.index}: {d.call}: "
                                                              f"{(d.mismatches + d.expect_failures)[0]}"))
 
+        interrupted = False
+        shrunk, unloaded, left = [], False, -1
         try:
             summary = run_conformance(target, traces, destructive=args.destructive,
-                                      budget_ms=args.budget_ms, out_dir=out, on_trace=on_trace)
+                                      budget_ms=args.budget_ms, out_dir=out, on_trace=on_trace,
+                                      run_budget_s=getattr(args, "run_budget", None), done=done,
+                                      append=bool(done))
             shrunk = shrink_divergences(target, traces, summary, args, log)
             unloaded, left = target.unload()
+        except KeyboardInterrupt:
+            interrupted = True
+            partial = load_partial(out)
+            summary = RunSummary(traces=[partial[t.name] for t in traces if t.name in partial])
         finally:
             target_close(target)
     man = manifest(target, paths, args.destructive, sys.argv)
@@ -85,6 +109,7 @@ def run_command(args: argparse.Namespace) -> int:
     man["fault"] = getattr(args, "fault", "") or ""
     man["regressions_written"] = [str(r.path) for r in shrunk]
     man["driver_unloaded"], man["outstanding_at_unload"] = unloaded, left
+    man["interrupted"] = interrupted
     json_path = Path(args.json) if args.json else out / "run.json"
     junit_path = Path(args.junit) if args.junit else out / "junit.xml"
     write_json(json_path, summary, man)
@@ -94,7 +119,32 @@ def run_command(args: argparse.Namespace) -> int:
 
     html_path.write_text(render(json.loads(json_path.read_text()), traces))
     print_summary(Console(), summary, man, json_path, junit_path, html_path)
+    if interrupted:
+        console.print(f"interrupted: {len(summary.traces)} of {len(traces)} traces done; finish with "
+                      f"`ddi-harness run --resume {out}`")
+        return 130
     return 1 if summary.divergences else 0
+
+
+START = "start.json"
+
+
+def save_start(out: Path, args: argparse.Namespace, traces, paths: list[str]) -> None:
+    """What a run needs to be resumed: its settings and the traces themselves."""
+    keep = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None), list))
+            and k not in ("func", "resume")}
+    (out / START).write_text(json.dumps({"args": keep, "paths": paths,
+                                         "traces": [t.to_yaml_dict() for t in traces]}, indent=1))
+
+
+def resume_state(out: Path):
+    from harness.conformance.traces import parse_trace
+
+    doc = json.loads((out / START).read_text())
+    ns = argparse.Namespace(**doc["args"])
+    ns.out, ns.resume = str(out), None
+    traces = [parse_trace(t, source=str(out / START)) for t in doc["traces"]]
+    return ns, traces, doc["paths"]
 
 
 def shrink_divergences(target, traces, summary, args, log) -> list:

@@ -93,27 +93,46 @@ class RunSummary:
 
 def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = False,
                     budget_ms: int = 2000, out_dir: Path | None = None,
-                    on_trace: Callable[[TraceRecord], None] = lambda t: None) -> RunSummary:
+                    on_trace: Callable[[TraceRecord], None] = lambda t: None,
+                    run_budget_s: float | None = None, done: dict[str, TraceRecord] | None = None,
+                    append: bool = False) -> RunSummary:
+    """Run every trace; results go to ``out_dir/results.jsonl`` step by step as they come.
+
+    ``done`` holds traces a resumed run already finished (they are not run
+    again); ``run_budget_s`` bounds the whole run: traces not started in time
+    are recorded as skipped, so a nightly run always ends and says why.
+    """
     summary = RunSummary()
     jsonl = None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        jsonl = open(out_dir / "results.jsonl", "w", buffering=1)
+        jsonl = open(out_dir / "results.jsonl", "a" if append else "w", buffering=1)
     t_run = time.monotonic()
+
+    def emit(kind: str, data: dict[str, Any]) -> None:
+        if jsonl:
+            jsonl.write(json.dumps({"type": kind, **data}) + "\n")
+
     try:
         for trace in traces:
+            if done and trace.name in done:
+                summary.traces.append(done[trace.name])
+                continue
             pinned = trace.config.get("destructive")
-            if trace.destructive and not destructive:
+            if run_budget_s is not None and time.monotonic() - t_run > run_budget_s:
+                rec = TraceRecord(trace.name, trace.source, 0.0,
+                                  skipped=f"run budget of {run_budget_s:.0f} s exhausted")
+            elif trace.destructive and not destructive:
                 rec = TraceRecord(trace.name, trace.source, 0.0, skipped="destructive (use --destructive)")
             elif pinned is not None and pinned != destructive:
                 rec = TraceRecord(trace.name, trace.source, 0.0,
                                   skipped=f"needs the driver with destructive={int(pinned)}")
             else:
-                rec = run_one(target, trace, destructive, budget_ms)
+                rec = run_one(target, trace, destructive, budget_ms,
+                              on_step=lambda sr, name=trace.name: emit("step", {"trace": name, **asdict(sr)}))
             rec.definition = trace.to_yaml_dict()
             summary.traces.append(rec)
-            if jsonl:
-                jsonl.write(json.dumps(asdict(rec)) + "\n")
+            emit("trace", asdict(rec))
             on_trace(rec)
     finally:
         summary.seconds = time.monotonic() - t_run
@@ -122,7 +141,27 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
     return summary
 
 
-def run_one(target: Target, trace: Trace, destructive: bool, budget_ms: int) -> TraceRecord:
+def load_partial(out_dir: Path) -> dict[str, TraceRecord]:
+    """The finished traces of an interrupted run (its results.jsonl; a torn last line is ignored)."""
+    done: dict[str, TraceRecord] = {}
+    path = out_dir / "results.jsonl"
+    if not path.exists():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the line being written when the run was killed
+        if rec.get("type") != "trace":
+            continue
+        steps = [StepRecord(**st) for st in rec.pop("steps", [])]
+        rec.pop("type")
+        done[rec["name"]] = TraceRecord(steps=steps, **rec)
+    return done
+
+
+def run_one(target: Target, trace: Trace, destructive: bool, budget_ms: int,
+            on_step: Callable[[StepRecord], None] = lambda s: None) -> TraceRecord:
     t0 = time.monotonic()
     observed = target.run_trace(trace, budget_ms)
     model = build(target.model_name, ModelConfig(destructive=destructive).with_trace(trace))
@@ -147,7 +186,10 @@ def run_one(target: Target, trace: Trace, destructive: bool, budget_ms: int) -> 
             exp = step.expect.get(target.model_name)
             if exp is not None:
                 sr.expect_failures = [f"expect_{target.model_name} {m}" for m in check_expect(exp, obs)]
+        if obs is not None and obs.kind == "hang" and predicted.kind != "hang":
+            sr.mismatches.append(f"unexpected hang: {obs.note or f'killed after {budget_ms / 1000:g} s in step {i + 1}'}")
         rec.steps.append(sr)
+        on_step(sr)
         if obs is None or obs.terminal or predicted.terminal:
             rec.end = obs.kind if obs is not None and obs.terminal else ("no result" if obs is None else "completed")
             break

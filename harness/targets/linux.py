@@ -56,10 +56,11 @@ def build_module(image: LinuxImage, build_dir: Path) -> Path:
 
 
 def build_ddictl(build_dir: Path) -> Path:
-    """Build the static op runner guest/ddictl on the host."""
+    """Build the static op runner guest/ddictl on the host, with guest/libddih."""
     out = build_dir / "ddictl"
-    _make(["gcc", "-O2", "-static", "-Wall", "-Werror", f"-I{REPO / 'kmod'}", "-o", str(out),
-           str(REPO / "guest" / "ddictl.c"), "-lpthread"], "building guest/ddictl")
+    lib = REPO / "guest" / "libddih"
+    _make(["gcc", "-O2", "-static", "-Wall", "-Werror", f"-I{REPO / 'kmod'}", f"-I{lib}", "-o", str(out),
+           str(REPO / "guest" / "ddictl.c"), str(lib / "ddih.c"), "-lpthread"], "building guest/ddictl")
     return out
 
 
@@ -220,6 +221,8 @@ class LinuxTarget:
                 results.append(decode(line))
             except ProtocolError:
                 continue
+        if results and results[-1].kind == "hang" and not results[-1].note:
+            results[-1].note = f"killed after {budget_ms / 1000:g} s in step {len(results)}"
         console = self._console_after(died is not None or len(results) < len(trace.steps))
         findings = panics.scan(console, "linux")
         fatal = panics.first_fatal(findings)
