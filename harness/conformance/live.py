@@ -230,6 +230,9 @@ def print_summary(console, summary: RunSummary, man: dict, json_path: Path, juni
                                    f"{man.get('guest_replacements')} replaced)")
     table.add_row("traces", f"{len(ran)} run, {len(summary.traces) - len(ran)} skipped (driver mode)")
     table.add_row("steps", f"{summary.steps} in {summary.seconds:.1f} s ({rate:.0f} steps/s)")
+    ends = [t.end for t in ran]
+    table.add_row("panics, hangs", f"{ends.count('panic')} kernel panics (guest replaced each time), "
+                                   f"{ends.count('hang')} hangs cut off by the op budget")
     table.add_row("divergences", f"{len(summary.divergences)} in {len(diverged)} traces (kernel vs "
                                  f"{man['model']} model)")
     deps = summary.departures
