@@ -9,7 +9,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TARGET ?= linux
 OUT    ?= out
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --ddi-destructive
 
 SYSTEM_PACKAGES := qemu-system-x86 qemu-utils gcc make libc6-dev xz-utils zstd binutils chromium
 

@@ -33,7 +33,13 @@
  * goes on.
  *
  * Builds on Linux (static, see Makefile) and on illumos with its own libc:
- *   gcc -O2 -m64 -Wall -Werror -I../kmod -o ddictl ddictl.c -lpthread
+ *   gcc -O2 -m64 -Wall -Werror -I../kmod -Ilibddih -o ddictl ddictl.c \
+ *       libddih/ddih.c -lpthread
+ * Requests, the umem export (export, mmap, kernel-side pattern fill and
+ * check, munmap) and opening the device go through libddih (libddih/ddih.h).
+ * Built without -Ilibddih, ddictl.c compiles alone with a minimal private
+ * copy of the few libddih calls it makes (see "libddih" below); the two
+ * builds behave identically.
  *
  * Usage: ddictl [device]     (default DDIH_DEVICE: /dev/ddih on Linux,
  *                             /devices/pseudo/ddih@0:ddih on illumos;
@@ -65,6 +71,127 @@
 #endif
 
 #include "ddih_ioctl.h"
+
+/* ------------------------------------------------------------ libddih */
+
+#if defined(__has_include)
+#if __has_include("ddih.h")
+#include "ddih.h"		/* guest/libddih, with -Ilibddih */
+#endif
+#endif
+
+#if !defined(LIBDDIH_VERSION)
+/*
+ * Stand-alone build (ddictl.c compiled alone): private copies of the
+ * libddih calls ddictl makes, with the same behaviour as guest/libddih/ddih.c.
+ */
+static int
+ddih_open(const char *path)
+{
+	return (open(path, O_RDWR | O_CLOEXEC));
+}
+
+static void
+ddih_req_init(struct ddih_req *r, uint32_t op)
+{
+	(void) memset(r, 0, sizeof (*r));
+	r->version = DDIH_ABI_VERSION;
+	r->size = sizeof (*r);
+	r->op = op;
+}
+
+static int
+ddih_request(int fd, struct ddih_req *r)
+{
+	unsigned long cmd;
+
+	switch (DDIH_OP_FAMILY(r->op)) {
+	case 1:
+		cmd = DDIH_IOC_RMAP;
+		break;
+	case 2:
+		cmd = DDIH_IOC_UMEM;
+		break;
+	default:
+		cmd = DDIH_IOC_KMEM;
+		break;
+	}
+	return (ioctl(fd, cmd, r));
+}
+
+static void *
+ddih_umem_mmap(int fd, size_t maplen, int prot, int flags)
+{
+	void *addr = mmap(NULL, maplen, prot, flags, fd, 0);
+
+	return (addr == MAP_FAILED ? NULL : addr);
+}
+
+static size_t
+ddih_round_pages(uint64_t len)
+{
+	return ((size_t)((len + DDIH_PAGESIZE - 1) &
+	    ~(uint64_t)(DDIH_PAGESIZE - 1)));
+}
+
+static int
+ddih_umem_unmap(void *addr, size_t len)
+{
+	return (munmap(addr, ddih_round_pages(len)));
+}
+
+static int
+ddih_prot_to_mmap(uint32_t ddih_prot)
+{
+	int prot = 0;
+
+	if (ddih_prot & DDIH_PROT_READ)
+		prot |= PROT_READ;
+	if (ddih_prot & DDIH_PROT_WRITE)
+		prot |= PROT_WRITE;
+	if (ddih_prot & DDIH_PROT_EXEC)
+		prot |= PROT_EXEC;
+	return (prot);
+}
+
+static int
+pattern_request(int fd, uint32_t op, uint32_t handle, uint64_t off,
+    uint64_t len, uint64_t seed, uint64_t *value)
+{
+	struct ddih_req r;
+
+	ddih_req_init(&r, op);
+	r.handle = handle;
+	r.arg[0] = off;
+	r.arg[1] = len;
+	r.arg[2] = seed;
+	if (ddih_request(fd, &r) < 0)
+		return (-1);
+	if (value != NULL)
+		*value = r.value;
+	return (0);
+}
+
+static int
+ddih_kernel_fill(int fd, uint32_t handle, uint64_t off, uint64_t len,
+    uint64_t seed)
+{
+	return (pattern_request(fd, DDIH_OP_UMEM_FILL, handle, off, len, seed,
+	    NULL));
+}
+
+static int
+ddih_kernel_check(int fd, uint32_t handle, uint64_t off, uint64_t len,
+    uint64_t seed)
+{
+	uint64_t v = 0;
+
+	if (pattern_request(fd, DDIH_OP_UMEM_CHECK, handle, off, len, seed,
+	    &v) != 0)
+		return (-1);
+	return (v == 1 ? 1 : 0);
+}
+#endif	/* !LIBDDIH_VERSION */
 
 #define	MAXARGS		16
 #define	NAMELEN		64
@@ -226,26 +353,13 @@ print_result(const struct result *res)
 static void
 req_init(struct ddih_req *r, uint32_t op)
 {
-	(void) memset(r, 0, sizeof (*r));
-	r->version = DDIH_ABI_VERSION;
-	r->size = sizeof (*r);
-	r->op = op;
-}
-
-static unsigned long
-op_cmd(uint32_t op)
-{
-	switch (DDIH_OP_FAMILY(op)) {
-	case 1: return (DDIH_IOC_RMAP);
-	case 2: return (DDIH_IOC_UMEM);
-	default: return (DDIH_IOC_KMEM);
-	}
+	ddih_req_init(r, op);
 }
 
 static void
 do_ioctl(int fd, struct result *res)
 {
-	res->rc = ioctl(fd, op_cmd(res->req.op), &res->req);
+	res->rc = ddih_request(fd, &res->req);
 	res->err = res->rc < 0 ? errno : 0;
 }
 
@@ -946,26 +1060,26 @@ struct export_job {
 	uint64_t	len;
 };
 
+/*
+ * The kernel side of the coherence check (libddih): UMEM_CHECK gives 1 if
+ * every byte matches, 0 if not; UMEM_FILL gives 1.  -1 on error.
+ */
 static int
 pattern_ioctl(uint32_t op, uint32_t h, uint64_t off, uint64_t len,
-    uint64_t seed, uint64_t *value)
+    uint64_t seed)
 {
-	struct result r;
+	int rc;
 
-	req_init(&r.req, op);
-	r.req.handle = h;
-	r.req.arg[0] = off;
-	r.req.arg[1] = len;
-	r.req.arg[2] = seed;
-	do_ioctl(devfd, &r);
-	if (r.rc < 0) {
+	if (op == DDIH_OP_UMEM_CHECK)
+		rc = ddih_kernel_check(devfd, h, off, len, seed);
+	else if ((rc = ddih_kernel_fill(devfd, h, off, len, seed)) == 0)
+		rc = 1;
+	if (rc < 0) {
 		(void) fprintf(stderr, "ddictl: coherence ioctl: %s\n",
-		    strerror(r.err));
+		    strerror(errno));
 		return (-1);
 	}
-	if (value != NULL)
-		*value = r.req.value;
-	return (0);
+	return (rc);
 }
 
 static void
@@ -973,8 +1087,8 @@ job_export(void *arg)
 {
 	struct export_job *j = arg;
 	struct result *res = &j->res;
-	uint64_t maplen, off = (uint64_t)res->req.soff, i, v = 0;
-	int prot = 0, rw;
+	uint64_t maplen, off = (uint64_t)res->req.soff, i;
+	int prot, rw;
 	volatile uint8_t *p;
 	void *addr;
 
@@ -983,16 +1097,11 @@ job_export(void *arg)
 		return;
 	/* user space maps len rounded up to pages (MAP_LEN_CAP: see top) */
 	maplen = j->len > MAP_LEN_CAP ? DDIH_PAGESIZE :
-	    (j->len + DDIH_PAGESIZE - 1) & ~(uint64_t)(DDIH_PAGESIZE - 1);
-	if (j->prot & DDIH_PROT_READ)
-		prot |= PROT_READ;
-	if (j->prot & DDIH_PROT_WRITE)
-		prot |= PROT_WRITE;
-	if (j->prot & DDIH_PROT_EXEC)
-		prot |= PROT_EXEC;
-	addr = mmap(NULL, (size_t)maplen, prot,
-	    j->shared ? MAP_SHARED : MAP_PRIVATE, devfd, 0);
-	if (addr == MAP_FAILED) {
+	    (uint64_t)ddih_round_pages(j->len);
+	prot = ddih_prot_to_mmap(j->prot);
+	addr = ddih_umem_mmap(devfd, (size_t)maplen, prot,
+	    j->shared ? MAP_SHARED : MAP_PRIVATE);
+	if (addr == NULL) {
 		res->rc = -1;
 		res->err = errno;
 		return;
@@ -1008,10 +1117,10 @@ job_export(void *arg)
 		for (i = 0; i < maplen; i++)
 			p[i] = DDIH_PATTERN(s1, i);
 		if (pattern_ioctl(DDIH_OP_UMEM_CHECK, res->req.handle, off,
-		    maplen, s1, &v) != 0 || v != 1)
+		    maplen, s1) != 1)
 			ok = 0;
 		if (pattern_ioctl(DDIH_OP_UMEM_FILL, res->req.handle, off,
-		    maplen, s2, NULL) != 0)
+		    maplen, s2) != 1)
 			ok = 0;
 		for (i = 0; ok && i < maplen; i++) {
 			if (p[i] != DDIH_PATTERN(s2, i))
@@ -1019,7 +1128,7 @@ job_export(void *arg)
 		}
 		res->coherent = ok;	/* MAP_PRIVATE: copy-on-write gives 0 */
 	}
-	(void) munmap(addr, (size_t)maplen);
+	(void) ddih_umem_unmap(addr, (size_t)maplen);
 	res->req.kind = DDIH_KIND_OK;
 	res->req.valid = 0;
 }
@@ -1081,7 +1190,7 @@ op_umem_export(struct line *ln)
 static void
 open_dev(void)
 {
-	devfd = open(devpath, O_RDWR | O_CLOEXEC);
+	devfd = ddih_open(devpath);
 	if (devfd < 0) {
 		(void) fprintf(stderr, "ddictl: open %s: %s\n", devpath,
 		    strerror(errno));

@@ -24,6 +24,7 @@ examples:
   ddi-harness bench model --ops 200000
   ddi-harness image build linux
   ddi-harness run --target linux --junit out/junit.xml
+  ddi-harness fuzz --target linux --ops 20000
 """
 
 
@@ -106,6 +107,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     checks = doctor(args.target)
     print(format_report(checks))
     return 0 if all(c.ok for c in checks) else 1
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    from harness.fuzz import fuzz_command
+
+    return fuzz_command(args)
 
 
 def cmd_traces(args: argparse.Namespace) -> int:
@@ -230,6 +237,27 @@ def build_parser() -> argparse.ArgumentParser:
                                     "and the provisioned base for a target.")
     dr.add_argument("--target", default="linux", choices=["linux", "openindiana", "omnios"])
     dr.set_defaults(func=cmd_doctor)
+
+    fz = sub.add_parser(
+        "fuzz", help="send malformed and hostile requests straight at the driver",
+        description="Boot a guest, load the driver with destructive=0 and run the static fuzzer guest/ddifuzz "
+                    "(several processes and threads, a shared file, a kill storm) in chunks; scan the console "
+                    "after each chunk, unload the driver at the end. Exit status 1 on any panic, warning, "
+                    "unrefused malformed request, anomaly, leak or unclean unload.")
+    fz.add_argument("--target", default="linux", choices=["linux"], help="which guest (default: linux)")
+    fz.add_argument("--ops", type=int, default=20000, help="requests to send (default 20000)")
+    fz.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    fz.add_argument("--chunk", type=int, default=2000, help="requests per ddifuzz run (default 2000)")
+    fz.add_argument("--workers", type=int, default=4, help="fuzzer processes (default 4)")
+    fz.add_argument("--threads", type=int, default=2, help="threads per process (default 2)")
+    fz.add_argument("--cpus", type=int, default=2, help="guest vCPUs (default 2)")
+    fz.add_argument("--no-kill-storm", action="store_true", help="do not SIGKILL workers mid-flight")
+    fz.add_argument("--pressure", type=int, default=0, metavar="N",
+                    help="also probe memory exhaustion: up to N umem buffers of 64 MiB")
+    fz.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"])
+    fz.add_argument("--out", default="out/fuzz", help="directory for guest logs (default: out/fuzz)")
+    fz.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    fz.set_defaults(func=cmd_fuzz)
 
     t = sub.add_parser("traces", help="validate trace files and list them",
                        description="Load and validate traces without running them.")

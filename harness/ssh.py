@@ -160,7 +160,7 @@ class SSH:
         t0 = time.monotonic()
         deadline = t0 + timeout
         try:
-            chan = transport.open_session(timeout=timeout)
+            chan = self.open_channel(timeout)
             chan.settimeout(0.05)
             chan.exec_command(cmd)
             if input is not None:
@@ -209,6 +209,21 @@ class SSH:
         if check and status != 0:
             raise SSHError(f"{cmd!r} exited with status {status}: {res.stderr.strip()[-500:]}")
         return res
+
+    def open_channel(self, timeout: float = 30) -> paramiko.Channel:
+        """A new session channel.  dropbear refuses one while it is still reaping
+        the process of a channel we just closed: retry briefly before giving up."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SSHConnectionLost(f"SSH connection to {self.host}:{self.port} is closed")
+        for attempt in range(6):
+            try:
+                return transport.open_session(timeout=timeout)
+            except paramiko.SSHException:  # ChannelException, or "Unable to open channel."
+                if attempt == 5 or not transport.is_active():
+                    raise
+                time.sleep(0.25 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     @property
     def sftp(self) -> paramiko.SFTPClient:

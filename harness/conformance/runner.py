@@ -113,27 +113,48 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
         if jsonl:
             jsonl.write(json.dumps({"type": kind, **data}) + "\n")
 
+    def skip_reason(trace: Trace) -> str | None:
+        pinned = trace.config.get("destructive")
+        if run_budget_s is not None and time.monotonic() - t_run > run_budget_s:
+            return f"run budget of {run_budget_s:.0f} s exhausted"
+        if trace.destructive and not destructive:
+            return "destructive (use --destructive)"
+        if pinned is not None and pinned != destructive:
+            return f"needs the driver with destructive={int(pinned)}"
+        return None
+
+    def finish(rec: TraceRecord, trace: Trace) -> None:
+        rec.definition = trace.to_yaml_dict()
+        records[trace.name] = rec
+        emit("trace", asdict(rec))
+        on_trace(rec)
+
+    records: dict[str, TraceRecord] = dict(done or {})
     try:
+        todo = []
         for trace in traces:
-            if done and trace.name in done:
-                summary.traces.append(done[trace.name])
+            if trace.name in records:
                 continue
-            pinned = trace.config.get("destructive")
-            if run_budget_s is not None and time.monotonic() - t_run > run_budget_s:
-                rec = TraceRecord(trace.name, trace.source, 0.0,
-                                  skipped=f"run budget of {run_budget_s:.0f} s exhausted")
-            elif trace.destructive and not destructive:
-                rec = TraceRecord(trace.name, trace.source, 0.0, skipped="destructive (use --destructive)")
-            elif pinned is not None and pinned != destructive:
-                rec = TraceRecord(trace.name, trace.source, 0.0,
-                                  skipped=f"needs the driver with destructive={int(pinned)}")
+            why = skip_reason(trace)
+            if why:
+                finish(TraceRecord(trace.name, trace.source, 0.0, skipped=why), trace)
             else:
-                rec = run_one(target, trace, destructive, budget_ms,
-                              on_step=lambda sr, name=trace.name: emit("step", {"trace": name, **asdict(sr)}))
-            rec.definition = trace.to_yaml_dict()
-            summary.traces.append(rec)
-            emit("trace", asdict(rec))
-            on_trace(rec)
+                todo.append(trace)
+        # stream many traces per ddictl session where the target can, one at a time otherwise
+        # (destructive runs expect panics: one trace at a time, pinned to its step)
+        stream = target.run_many(todo, budget_ms) if hasattr(target, "run_many") and not destructive else \
+            ((t, target.run_trace(t, budget_ms)) for t in todo)
+        for trace, observed in stream:
+            if run_budget_s is not None and time.monotonic() - t_run > run_budget_s:
+                break
+            rec = run_one(target, trace, destructive, budget_ms, observed=observed,
+                          on_step=lambda sr, name=trace.name: emit("step", {"trace": name, **asdict(sr)}))
+            finish(rec, trace)
+        for trace in todo:
+            if trace.name not in records:
+                finish(TraceRecord(trace.name, trace.source, 0.0,
+                                   skipped=f"run budget of {run_budget_s:.0f} s exhausted"), trace)
+        summary.traces = [records[t.name] for t in traces]
     finally:
         summary.seconds = time.monotonic() - t_run
         if jsonl:
@@ -161,9 +182,11 @@ def load_partial(out_dir: Path) -> dict[str, TraceRecord]:
 
 
 def run_one(target: Target, trace: Trace, destructive: bool, budget_ms: int,
-            on_step: Callable[[StepRecord], None] = lambda s: None) -> TraceRecord:
+            on_step: Callable[[StepRecord], None] = lambda s: None,
+            observed: list[Result] | None = None) -> TraceRecord:
     t0 = time.monotonic()
-    observed = target.run_trace(trace, budget_ms)
+    if observed is None:
+        observed = target.run_trace(trace, budget_ms)
     model = build(target.model_name, ModelConfig(destructive=destructive).with_trace(trace))
     documented = build("documented", ModelConfig().with_trace(trace))
     rec = TraceRecord(trace.name, trace.source, 0.0)

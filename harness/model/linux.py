@@ -64,6 +64,8 @@ ZERO_SIZE_PTR = 0x10
 RMAP_CHUNK_MAX = 1 << 24  # rmfree add branch: size > this -> E2BIG
 RMAP_MAX_CHUNKS = 4096  # more than this many chunks in a map -> ENOSPC
 UMEM_MAX = 64 << 20  # umem_alloc: size > this -> NULL
+UMEM_TOTAL_MAX = 128 << 20  # driver-wide: live PAGE_ALIGN(size) past this -> NULL
+KMEM_TOTAL_MAX = 64 << 20  # driver-wide: live ksize() past this -> NULL
 UMEM_COOKIE_TYPE = 0x200  # default cookie type
 UMEM_COOKIE_TYPE_PAGEABLE = 0x100
 
@@ -551,6 +553,10 @@ class LinuxModel:
         m.live = False
         return Result("ok")
 
+    def _live_bytes(self, kind: str) -> int:
+        """What this trace's live buffers count against the driver-wide caps."""
+        return sum(b.rounded or 0 for b in self.bufs.values() if b.family == kind and b.present)
+
     # --------------------------------------------------------------- umem
 
     def _umem_alloc(self, step: Step) -> Result:
@@ -570,6 +576,9 @@ class LinuxModel:
         # in an idle guest for <= 64 MiB); PAGEABLE: like the default, type 0x100.
         ctype = UMEM_COOKIE_TYPE_PAGEABLE if flags & UMEM_FLAGS["DDI_UMEM_PAGEABLE"] else UMEM_COOKIE_TYPE
         rounded = page_align(size)
+        if self._live_bytes("umem") + rounded > UMEM_TOTAL_MAX:
+            self.bufs[name] = _Buf("umem", size, present=False)
+            return Result("null", note="the driver's cap on live umem (128 MiB) would be passed")
         self.bufs[name] = _Buf("umem", size, present=True, rounded=rounded, handle=True, handle_live=True)
         return Result("value", value=rounded, attrs={"align": PAGE_SIZE, "zeroed": True, "type": ctype})
 
@@ -618,6 +627,9 @@ class LinuxModel:
         # __GFP_HIGH, all | __GFP_NOWARN: the same kmalloc-* caches, and every
         # size <= 4 MiB succeeds in an idle guest.  kmalloc returns zeroed memory
         # on Debian (init_on_alloc=1), kzalloc by definition.
+        if size <= KMALLOC_MAX_SIZE and self._live_bytes("kmem") + ksize(size) > KMEM_TOTAL_MAX:
+            self.bufs[name] = _Buf("kmem", size, present=False)
+            return Result("null", note="the driver's cap on live kmem (64 MiB) would be passed")
         ptr = self.slab.kmalloc(size)
         k = ksize(size)
         self.bufs[name] = _Buf("kmem", size, present=bool(ptr), rounded=k, ptr=ptr,

@@ -202,6 +202,102 @@ class LinuxTarget:
                 return again
         return results
 
+    def run_many(self, traces: list[Trace], budget_ms: int, chunk: int = 100):
+        """Yield (trace, observed results) for many traces, streamed through one ddictl per chunk.
+
+        The traces of a chunk go to one ddictl process separated by `reset`
+        (close and reopen the device: fresh driver state per trace) and the
+        results are read as they come, so the caller checks one trace while
+        the guest already executes the next.  A trace that hangs or kills
+        the guest ends the session; it is run again on its own (run_trace
+        pins a panic to its step) and the rest continue in a new session.
+        """
+        pending = list(traces)
+        while pending:
+            batch, pending = pending[:chunk], pending[chunk:]
+            done = 0
+            for trace, results, complete in self._stream(batch, budget_ms):
+                done += 1
+                if complete:
+                    yield trace, results
+                else:  # the session broke inside this trace: redo it alone, then go on
+                    yield trace, self.run_trace(trace, budget_ms)
+                    break
+            pending = batch[done:] + pending
+
+    def _stream(self, batch: list[Trace], budget_ms: int):
+        if not self.alive():
+            self.replace_guest()
+        assert self.machine and self.ssh
+        lines = [control_budget(budget_ms)]
+        for t in batch:
+            lines += [encode(s) for s in t.steps] + ["reset"]
+        self.machine.console.new_text()
+        chan = self.ssh.open_channel(30)
+        chan.exec_command(f"{GUEST_DIR}/ddictl")
+        data = ("\n".join(lines) + "\n").encode()
+
+        def feed() -> None:  # a writer thread: the guest's output must be read meanwhile
+            try:
+                chan.sendall(data)
+                chan.shutdown_write()
+            except Exception:
+                pass
+
+        import threading
+
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        chan.settimeout(0.2)
+        buf, idx, results = b"", 0, []
+        per_op = budget_ms / 1000 + 10
+        last = time.monotonic()
+        try:
+            while idx < len(batch):
+                trace = batch[idx]
+                while b"\n" in buf and len(results) < len(trace.steps):
+                    line, buf = buf.split(b"\n", 1)
+                    try:
+                        results.append(decode(line.decode(errors="replace")))
+                    except ProtocolError:
+                        continue
+                    if results[-1].kind == "hang":
+                        results[-1].note = results[-1].note or \
+                            f"killed after {budget_ms / 1000:g} s in step {len(results)}"
+                        yield trace, results, True
+                        return  # ddictl exits after a hang; the caller starts a new session
+                if len(results) == len(trace.steps):
+                    yield trace, results, True
+                    idx, results = idx + 1, []
+                    continue
+                try:
+                    got = chan.recv(65536)
+                except TimeoutError:
+                    got = None
+                if got:
+                    buf += got
+                    last = time.monotonic()
+                elif got == b"" or chan.closed or (got is None and time.monotonic() - last > per_op):
+                    self._after_break()
+                    yield trace, results, False
+                    return
+            # let ddictl read the last reset and exit before the channel goes (as in a batch)
+            end = time.monotonic() + 5
+            while not chan.exit_status_ready() and time.monotonic() < end:
+                time.sleep(0.005)
+        finally:
+            chan.close()
+            writer.join(timeout=5)
+
+    def _after_break(self) -> None:
+        """A session broke: if the guest is dying, wait for it and drop it, so the next run replaces it."""
+        assert self.machine
+        if self.machine.is_running():
+            self.machine.wait_exit(2.0)
+        text = self.machine.console.text() if self.machine.console else ""
+        if not self.machine.is_running() or panics.first_fatal(panics.scan(text[-20000:], "linux")):
+            self.close()
+
     def _run(self, trace: Trace, budget_ms: int, lockstep: bool) -> list[Result]:
         if not self.alive():
             self.replace_guest()
@@ -253,10 +349,9 @@ class LinuxTarget:
 
     def _lockstep(self, lines: list[str], budget_ms: int) -> tuple[str, str | None]:
         """One op per round trip on one ddictl process: nothing is in flight when the guest dies."""
-        transport = self.ssh.client.get_transport()
         out: list[str] = []
         try:
-            chan = transport.open_session(timeout=30)
+            chan = self.ssh.open_channel(30)
             chan.exec_command(f"{GUEST_DIR}/ddictl")
             chan.settimeout(0.05)
             chan.sendall((control_budget(budget_ms) + "\n").encode())

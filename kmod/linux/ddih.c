@@ -139,6 +139,13 @@
 #define	DDIH_RMAP_MAX_CHUNKS	4096		/* chunks per map */
 #define	DDIH_UMEM_MAX		(64ULL << 20)	/* bytes */
 #define	DDIH_KMEM_MAX		(4ULL << 20)	/* bytes (KMALLOC_MAX_SIZE) */
+/*
+ * Driver-wide caps on what callers may hold, so that no sequence of valid
+ * requests can drive the guest into the OOM killer: past them an
+ * allocation returns NULL, as a failed NOSLEEP allocation would.
+ */
+#define	DDIH_UMEM_TOTAL_MAX	(128ULL << 20)	/* bytes, sum of PAGE_ALIGN(size) */
+#define	DDIH_KMEM_TOTAL_MAX	(64ULL << 20)	/* bytes, sum of ksize() */
 
 #define	DDIH_UMEM_FLAGS	(DDIH_UMEM_NOSLEEP | DDIH_UMEM_PAGEABLE | \
 			 DDIH_UMEM_TRASH)
@@ -163,6 +170,18 @@ static atomic_t ddih_nmaps = ATOMIC_INIT(0);
 static atomic_t ddih_numem = ATOMIC_INIT(0);
 static atomic_t ddih_nkmem = ATOMIC_INIT(0);
 static atomic_t ddih_nfiles = ATOMIC_INIT(0);
+static atomic64_t ddih_umem_bytes = ATOMIC64_INIT(0);	/* against DDIH_UMEM_TOTAL_MAX */
+static atomic64_t ddih_kmem_bytes = ATOMIC64_INIT(0);	/* against DDIH_KMEM_TOTAL_MAX */
+
+/* Reserve n bytes under a cap; false (nothing reserved) when it would pass it. */
+static bool ddih_reserve(atomic64_t *used, u64 n, u64 cap)
+{
+	if ((u64)atomic64_add_return(n, used) > cap) {
+		atomic64_sub(n, used);
+		return false;
+	}
+	return true;
+}
 
 static int ddih_get_outstanding(char *buf, const struct kernel_param *kp)
 {
@@ -535,6 +554,7 @@ static int ddih_rmap_state(struct ddih_file *df, struct ddih_req *r)
 
 static void ddih_umem_destroy(struct ddih_obj *o)
 {
+	atomic64_sub(o->do_umem.du_size, &ddih_umem_bytes);
 	vfree(o->do_umem.du_buf);
 	kfree(o);
 	atomic_dec(&ddih_numem);
@@ -554,9 +574,13 @@ static int ddih_umem_alloc(struct ddih_file *df, struct ddih_req *r)
 	r->kind = DDIH_KIND_NULL;
 	if (size == 0 || size > DDIH_UMEM_MAX)
 		return 0;		/* NULL; vmalloc is not called */
+	if (!ddih_reserve(&ddih_umem_bytes, PAGE_ALIGN(size), DDIH_UMEM_TOTAL_MAX))
+		return 0;		/* NULL: the driver-wide cap */
 	o = kzalloc(sizeof (*o), GFP_KERNEL);
-	if (o == NULL)
+	if (o == NULL) {
+		atomic64_sub(PAGE_ALIGN(size), &ddih_umem_bytes);
 		return -ENOMEM;
+	}
 	if (ddih_fault_hit("umem_alloc"))
 		buf = NULL;
 	else if (r->flags & DDIH_UMEM_NOSLEEP)
@@ -564,6 +588,7 @@ static int ddih_umem_alloc(struct ddih_file *df, struct ddih_req *r)
 	else
 		buf = vmalloc_user(size);
 	if (buf == NULL) {
+		atomic64_sub(PAGE_ALIGN(size), &ddih_umem_bytes);
 		kfree(o);
 		return 0;
 	}
@@ -575,6 +600,7 @@ static int ddih_umem_alloc(struct ddih_file *df, struct ddih_req *r)
 	    DDIH_UMEM_TYPE_PAGEABLE : DDIH_UMEM_TYPE_KMEM;
 	err = ddih_insert(df, o, &r->ohandle);
 	if (err != 0) {
+		atomic64_sub(PAGE_ALIGN(size), &ddih_umem_bytes);
 		vfree(buf);
 		kfree(o);
 		return err;
@@ -783,11 +809,16 @@ static int ddih_kmem_alloc(struct ddih_file *df, struct ddih_req *r, bool zero)
 	gfp |= __GFP_NOWARN;
 	if (zero)
 		gfp |= __GFP_ZERO;
+	if (!ddih_reserve(&ddih_kmem_bytes, kmalloc_size_roundup(size), DDIH_KMEM_TOTAL_MAX))
+		return 0;		/* NULL: the driver-wide cap */
 	o = kzalloc(sizeof (*o), GFP_KERNEL);
-	if (o == NULL)
+	if (o == NULL) {
+		atomic64_sub(kmalloc_size_roundup(size), &ddih_kmem_bytes);
 		return -ENOMEM;
+	}
 	p = ddih_fault_hit("kmem_alloc") ? NULL : kmalloc(size, gfp);
 	if (p == NULL) {
+		atomic64_sub(kmalloc_size_roundup(size), &ddih_kmem_bytes);
 		kfree(o);
 		return 0;
 	}
@@ -795,6 +826,7 @@ static int ddih_kmem_alloc(struct ddih_file *df, struct ddih_req *r, bool zero)
 	o->do_kmem = p;
 	err = ddih_insert(df, o, &r->ohandle);
 	if (err != 0) {
+		atomic64_sub(kmalloc_size_roundup(size), &ddih_kmem_bytes);
 		kfree(p);
 		kfree(o);
 		return err;
@@ -834,6 +866,7 @@ static int ddih_kmem_free(struct ddih_file *df, struct ddih_req *r)
 		return 0;
 	}
 	/* the size (a0) is not checked: kfree takes none */
+	atomic64_sub(ksize(o->do_kmem), &ddih_kmem_bytes);
 	kfree(o->do_kmem);
 	o->do_type = DO_KMEM_FREED;	/* tombstone; the pointer is stale */
 	atomic_dec(&ddih_nkmem);
@@ -872,6 +905,7 @@ static int ddih_release(struct inode *ip, struct file *fp)
 			ddih_umem_destroy(o);
 			break;
 		case DO_KMEM:
+			atomic64_sub(ksize(o->do_kmem), &ddih_kmem_bytes);
 			kfree(o->do_kmem);
 			kfree(o);
 			atomic_dec(&ddih_nkmem);
@@ -922,6 +956,14 @@ static long ddih_ioctl(struct file *fp, unsigned int cmd, unsigned long arg)
 		err = -EINVAL;
 		goto out;
 	}
+
+	/*
+	 * The results go back into the caller's request: make sure they can
+	 * before anything happens, so a request refused with EFAULT has no
+	 * effect (an allocation the caller never hears of, say).
+	 */
+	if (copy_to_user(uarg, &r, sizeof (r)))
+		return -EFAULT;
 
 	mutex_lock(&df->df_lock);
 	switch (r.op) {

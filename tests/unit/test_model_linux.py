@@ -715,3 +715,18 @@ def test_example_traces_expect_linux(trace: Any) -> None:
             assert r.attrs == exp.attrs, where
         if exp.state is not None:
             assert r.state == exp.state, where
+
+
+def test_driver_wide_caps_return_null_instead_of_oom():
+    from harness.conformance.traces import parse_trace
+    from harness.model.base import ModelConfig, run_trace
+    from harness.model.linux import LinuxModel
+
+    steps = [{"op": "umem_alloc", "buf": f"u{i}", "size": 64 << 20, "flags": ["DDI_UMEM_SLEEP"]} for i in range(3)]
+    steps.append({"op": "umem_free", "buf": "u0"})
+    steps.append({"op": "umem_alloc", "buf": "u9", "size": 64 << 20, "flags": ["DDI_UMEM_SLEEP"]})
+    steps += [{"op": "kmem_alloc", "buf": f"k{i}", "size": 4 << 20, "flags": ["KM_SLEEP"]} for i in range(17)]
+    r = run_trace(LinuxModel(ModelConfig(destructive=False)), parse_trace({"name": "caps", "steps": steps}))
+    kinds = [s.result.kind for s in r.steps]
+    assert kinds[:5] == ["value", "value", "null", "ok", "value"]
+    assert kinds[5:].count("value") == 16 and kinds[-1] == "null"
