@@ -66,6 +66,7 @@ RMAP_MAX_CHUNKS = 4096  # more than this many chunks in a map -> ENOSPC
 UMEM_MAX = 64 << 20  # umem_alloc: size > this -> NULL
 UMEM_TOTAL_MAX = 128 << 20  # driver-wide: live PAGE_ALIGN(size) past this -> NULL
 KMEM_TOTAL_MAX = 64 << 20  # driver-wide: live ksize() past this -> NULL
+RMAP_TOTAL_UNITS = 1 << 28  # driver-wide: units in live maps' chunks past this -> ENOMEM
 UMEM_COOKIE_TYPE = 0x200  # default cookie type
 UMEM_COOKIE_TYPE_PAGEABLE = 0x100
 
@@ -367,6 +368,9 @@ GUARDS: dict[str, Guard] = {
     "rmfreemap_busy": Guard("EBUSY", "rmfreemap with outstanding allocations (avail != size)"),
     "umem_trash": Guard("ENOTSUP", "DDI_UMEM_TRASH"),
     "kmem_double_free": Guard("EBADF", "second kmem_free of a handle"),
+    "rmap_units_cap": Guard("ENOMEM", "add branch: the driver's cap on chunk units (2^28: 32 MiB of bitmap)"),
+    "umem_total_cap": Guard("NULL", "the driver's cap on live umem (128 MiB)"),
+    "kmem_total_cap": Guard("NULL", "the driver's cap on live kmem (64 MiB)"),
 }
 
 # Guards that exist only to stop a kernel BUG: off when ModelConfig.destructive.
@@ -534,6 +538,9 @@ class LinuxModel:
                 return self._refuse("rmfree_chunk_cap", pool)
             if self._on("rmfree_chunks") and len(pool.chunks) >= RMAP_MAX_CHUNKS:
                 return self._refuse("rmfree_chunks", pool)
+            if self._on("rmap_units_cap") and size + sum(
+                    c.size for mp in self.maps.values() if mp.live for c in mp.pool.chunks) > RMAP_TOTAL_UNITS:
+                return self._refuse("rmap_units_cap", pool)
             if pool.add(index, size) != 0:
                 return Result("error", message="ENOMEM", note="gen_pool_add: vzalloc failed",
                               state=pool.counters())
@@ -576,7 +583,7 @@ class LinuxModel:
         # in an idle guest for <= 64 MiB); PAGEABLE: like the default, type 0x100.
         ctype = UMEM_COOKIE_TYPE_PAGEABLE if flags & UMEM_FLAGS["DDI_UMEM_PAGEABLE"] else UMEM_COOKIE_TYPE
         rounded = page_align(size)
-        if self._live_bytes("umem") + rounded > UMEM_TOTAL_MAX:
+        if self._on("umem_total_cap") and self._live_bytes("umem") + rounded > UMEM_TOTAL_MAX:
             self.bufs[name] = _Buf("umem", size, present=False)
             return Result("null", note="the driver's cap on live umem (128 MiB) would be passed")
         self.bufs[name] = _Buf("umem", size, present=True, rounded=rounded, handle=True, handle_live=True)
@@ -627,7 +634,8 @@ class LinuxModel:
         # __GFP_HIGH, all | __GFP_NOWARN: the same kmalloc-* caches, and every
         # size <= 4 MiB succeeds in an idle guest.  kmalloc returns zeroed memory
         # on Debian (init_on_alloc=1), kzalloc by definition.
-        if size <= KMALLOC_MAX_SIZE and self._live_bytes("kmem") + ksize(size) > KMEM_TOTAL_MAX:
+        if (self._on("kmem_total_cap") and size <= KMALLOC_MAX_SIZE
+                and self._live_bytes("kmem") + ksize(size) > KMEM_TOTAL_MAX):
             self.bufs[name] = _Buf("kmem", size, present=False)
             return Result("null", note="the driver's cap on live kmem (64 MiB) would be passed")
         ptr = self.slab.kmalloc(size)

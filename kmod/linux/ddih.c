@@ -145,6 +145,7 @@
  * allocation returns NULL, as a failed NOSLEEP allocation would.
  */
 #define	DDIH_UMEM_TOTAL_MAX	(128ULL << 20)	/* bytes, sum of PAGE_ALIGN(size) */
+#define	DDIH_RMAP_TOTAL_UNITS	(1ULL << 28)	/* units in all chunks: 32 MiB of bitmap */
 #define	DDIH_KMEM_TOTAL_MAX	(64ULL << 20)	/* bytes, sum of ksize() */
 
 #define	DDIH_UMEM_FLAGS	(DDIH_UMEM_NOSLEEP | DDIH_UMEM_PAGEABLE | \
@@ -172,6 +173,7 @@ static atomic_t ddih_nkmem = ATOMIC_INIT(0);
 static atomic_t ddih_nfiles = ATOMIC_INIT(0);
 static atomic64_t ddih_umem_bytes = ATOMIC64_INIT(0);	/* against DDIH_UMEM_TOTAL_MAX */
 static atomic64_t ddih_kmem_bytes = ATOMIC64_INIT(0);	/* against DDIH_KMEM_TOTAL_MAX */
+static atomic64_t ddih_rmap_units = ATOMIC64_INIT(0);	/* against DDIH_RMAP_TOTAL_UNITS */
 
 /* Reserve n bytes under a cap; false (nothing reserved) when it would pass it. */
 static bool ddih_reserve(atomic64_t *used, u64 n, u64 cap)
@@ -240,6 +242,7 @@ struct ddih_map {
 	struct gen_pool		*dm_pool;
 	wait_queue_head_t	dm_wq;		/* rmalloc_wait sleepers */
 	unsigned int		dm_nchunks;	/* chunks added so far */
+	u64			dm_units;	/* units in them (the driver-wide cap) */
 	unsigned int		dm_waiters;	/* under df_lock */
 };
 
@@ -491,12 +494,17 @@ static int ddih_rmfree(struct ddih_file *df, struct ddih_req *r)
 			return -E2BIG;
 		if (m->dm_nchunks >= DDIH_RMAP_MAX_CHUNKS)
 			return -ENOSPC;
+		if (!ddih_reserve(&ddih_rmap_units, size, DDIH_RMAP_TOTAL_UNITS))
+			return -ENOMEM;	/* bitmap memory: the driver-wide cap */
 		err = ddih_fault_hit("rmfree") ? -ENOMEM :
 		    gen_pool_add(m->dm_pool, index,
 		    size + (ddih_fault("rmfree_off_by_one") ? 1 : 0), -1);
-		if (err != 0)
+		if (err != 0) {
+			atomic64_sub(size, &ddih_rmap_units);
 			return -ENOMEM;
+		}
 		m->dm_nchunks++;
+		m->dm_units += size;
 	}
 	r->kind = DDIH_KIND_OK;
 	ddih_state(r, m);	/* the counters before any sleeper retries */
@@ -507,6 +515,7 @@ static int ddih_rmfree(struct ddih_file *df, struct ddih_req *r)
 
 static void ddih_map_destroy(struct ddih_obj *o)
 {
+	atomic64_sub(o->do_map.dm_units, &ddih_rmap_units);
 	gen_pool_destroy(o->do_map.dm_pool);
 	kfree(o);
 	atomic_dec(&ddih_nmaps);

@@ -730,3 +730,15 @@ def test_driver_wide_caps_return_null_instead_of_oom():
     kinds = [s.result.kind for s in r.steps]
     assert kinds[:5] == ["value", "value", "null", "ok", "value"]
     assert kinds[5:].count("value") == 16 and kinds[-1] == "null"
+
+
+def test_driver_wide_cap_on_chunk_units():
+    from harness.conformance.traces import parse_trace
+    from harness.model.base import ModelConfig, run_trace
+    from harness.model.linux import LinuxModel
+
+    steps = [{"op": "rmallocmap", "map": "m", "mapsize": 1}]
+    steps += [{"op": "rmfree", "map": "m", "size": 1 << 24, "index": 1 + (i << 25)} for i in range(17)]
+    r = run_trace(LinuxModel(ModelConfig(destructive=False)), parse_trace({"name": "units", "steps": steps}))
+    kinds = [s.result.kind for s in r.steps]
+    assert kinds[1:17] == ["ok"] * 16 and r.steps[17].result.message == "ENOMEM"
