@@ -270,7 +270,26 @@ emit(const char *fmt, ...)
 	(void) vprintf(fmt, ap);
 	va_end(ap);
 	(void) putchar('\n');
-	(void) fflush(stdout);
+	/*
+	 * Results are flushed when ddictl is about to wait for input (see
+	 * input_buffered()), not after every line: a streamed batch then
+	 * leaves the guest in a few large writes instead of one SSH packet
+	 * per op, while a caller sending one op at a time still gets each
+	 * answer at once.
+	 */
+}
+
+/* Does stdin already hold a whole line we have not read (no wait needed)? */
+static int
+input_buffered(void)
+{
+#ifdef __GLIBC__
+	return (stdin->_IO_read_ptr < stdin->_IO_read_end &&
+	    memchr(stdin->_IO_read_ptr, '\n',
+	    (size_t)(stdin->_IO_read_end - stdin->_IO_read_ptr)) != NULL);
+#else
+	return (0);
+#endif
 }
 
 static void
@@ -462,6 +481,7 @@ static void
 hang(void)
 {
 	emit("kind=hang");
+	(void) fflush(stdout);	/* _exit does not flush stdio */
 	_exit(3);
 }
 
@@ -1276,11 +1296,16 @@ main(int argc, char **argv)
 		return (2);
 	}
 
-	while ((n = getline(&buf, &bufcap, stdin)) >= 0) {
+	for (;;) {
 		struct line ln;
-		char *s = buf;
+		char *s;
 		uint64_t v;
 
+		if (!input_buffered())
+			(void) fflush(stdout);	/* about to wait: answer first */
+		if ((n = getline(&buf, &bufcap, stdin)) < 0)
+			break;
+		s = buf;
 		while (*s == ' ' || *s == '\t')
 			s++;
 		if (*s == '\0' || *s == '\n' || *s == '\r' || *s == '#')

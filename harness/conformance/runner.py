@@ -45,6 +45,10 @@ class StepRecord:
     documented: dict[str, Any] | None = None  # what the manual pages allow here
     departures: list[str] = field(default_factory=list)  # observed result outside that envelope
 
+    def to_dict(self) -> dict[str, Any]:
+        # dataclasses.asdict deep-copies every nested dict: too slow per step
+        return dict(self.__dict__)
+
 
 @dataclass
 class TraceRecord:
@@ -55,6 +59,11 @@ class TraceRecord:
     end: str = "completed"
     skipped: str | None = None
     definition: dict[str, Any] | None = None  # the trace itself, so a run can be replayed
+
+    def to_dict(self, steps: bool = True) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["steps"] = [s.to_dict() for s in self.steps] if steps else None
+        return d
 
     @property
     def first_divergence(self) -> StepRecord | None:
@@ -126,7 +135,7 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
     def finish(rec: TraceRecord, trace: Trace) -> None:
         rec.definition = trace.to_yaml_dict()
         records[trace.name] = rec
-        emit("trace", asdict(rec))
+        emit("trace", rec.to_dict(steps=False))  # its steps went out as "step" lines
         on_trace(rec)
 
     records: dict[str, TraceRecord] = dict(done or {})
@@ -148,7 +157,7 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
             if run_budget_s is not None and time.monotonic() - t_run > run_budget_s:
                 break
             rec = run_one(target, trace, destructive, budget_ms, observed=observed,
-                          on_step=lambda sr, name=trace.name: emit("step", {"trace": name, **asdict(sr)}))
+                          on_step=lambda sr, name=trace.name: emit("step", {"trace": name, **sr.to_dict()}))
             finish(rec, trace)
         for trace in todo:
             if trace.name not in records:
@@ -165,6 +174,7 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
 def load_partial(out_dir: Path) -> dict[str, TraceRecord]:
     """The finished traces of an interrupted run (its results.jsonl; a torn last line is ignored)."""
     done: dict[str, TraceRecord] = {}
+    steps: dict[str, list[StepRecord]] = {}
     path = out_dir / "results.jsonl"
     if not path.exists():
         return done
@@ -173,11 +183,13 @@ def load_partial(out_dir: Path) -> dict[str, TraceRecord]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue  # the line being written when the run was killed
-        if rec.get("type") != "trace":
-            continue
-        steps = [StepRecord(**st) for st in rec.pop("steps", [])]
-        rec.pop("type")
-        done[rec["name"]] = TraceRecord(steps=steps, **rec)
+        kind = rec.pop("type", None)
+        if kind == "step":
+            steps.setdefault(rec.pop("trace"), []).append(StepRecord(**rec))
+        elif kind == "trace":
+            rec.pop("steps", None)
+            # a trace line follows all its step lines; a rerun's earlier steps are replaced
+            done[rec["name"]] = TraceRecord(steps=steps.pop(rec["name"], []), **rec)
     return done
 
 
@@ -281,7 +293,7 @@ def write_json(path: Path, summary: RunSummary, man: dict[str, Any]) -> None:
     doc = {"manifest": man, "accelerator": man.get("accelerator"), "guest_kernel": man.get("guest_kernel"),
            "seconds": round(summary.seconds, 2), "steps": summary.steps,
            "divergences": summary.divergences, "departures": summary.departures,
-           "traces": [asdict(t) for t in summary.traces]}
+           "traces": [t.to_dict() for t in summary.traces]}
     path.write_text(json.dumps(doc, indent=1))
 
 
