@@ -240,6 +240,7 @@ class MachineConfig:
     client_key: Path | None = None     # for ssh()
     host_key_pub: str | None = None    # pinned guest host key, "ssh-ed25519 AAAA..."
     vmstate_disk: bool = True          # a scratch qcow2 so savevm/loadvm work
+    panic_action: str = "exit-failure"  # or "pause": keep the panicked guest for loadvm
     prompt: str | None = None
 
     @classmethod
@@ -291,7 +292,7 @@ class Machine:
         argv = [c.qemu, "-name", c.name, "-machine", "pc", *accel.args(),
                 "-m", str(c.memory), "-smp", str(c.cpus),
                 "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none",
-                "-device", "pvpanic-pci", "-action", "panic=exit-failure",
+                "-device", "pvpanic-pci", "-action", f"panic={c.panic_action}",
                 "-chardev", f"socket,id=ser0,path={workdir / 'console.sock'},server=on,wait=on",
                 "-serial", "chardev:ser0",
                 "-qmp", f"unix:{workdir / 'qmp.sock'},server=on,wait=off",
@@ -446,6 +447,15 @@ class Machine:
 
     def hmp(self, command: str) -> str:
         return self.qmp_cmd("human-monitor-command", **{"command-line": command}) or ""
+
+    def panicked(self) -> bool:
+        """True when the guest panicked and QEMU paused it (panic_action "pause")."""
+        if not self.is_running() or self.qmp is None:
+            return False
+        try:
+            return self.qmp_cmd("query-status").get("status") == "guest-panicked"
+        except MachineError:
+            return False
 
     def savevm(self, tag: str) -> float:
         """HMP savevm into the scratch qcow2; returns seconds taken."""

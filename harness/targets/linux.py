@@ -79,6 +79,12 @@ class Facts:
     driver_build_s: float = 0.0
     boots: int = 0
     guest_replacements: int = 0
+    snapshot_s: float = 0.0  # savevm of the ready guest
+    restores: int = 0  # guests replaced by loadvm of the ready snapshot
+    restore_s: float = 0.0  # the last restore: loadvm + cont (the guest is back in its ready state)
+    reconnect_s: float = 0.0  # then a new SSH connection (the old one died with the old state)
+    ready_s: float = 0.0  # cold: QEMU start to driver loaded and SSH up
+    restore_failures: int = 0  # restores that failed and fell back to a fresh boot
 
 
 class LinuxTarget:
@@ -87,10 +93,13 @@ class LinuxTarget:
     os = "linux"
 
     def __init__(self, workdir: Path, destructive: bool = False, accel: str = "auto",
-                 log: Log = lambda s: None, progress=None, fault: str = "") -> None:
+                 log: Log = lambda s: None, progress=None, fault: str = "", snapshots: bool = True) -> None:
         self.workdir = Path(workdir).resolve()  # kbuild needs an absolute M=
         self.destructive = destructive
         self.fault = fault  # faults the driver injects on purpose (kmod/linux/ddih.c)
+        # snapshots: QEMU pauses a panicked guest instead of exiting, and the guest is
+        # replaced by loadvm of the ready state (driver loaded) instead of a cold boot
+        self.snapshots = snapshots
         self.accel = accel
         self.log = log
         self.progress = progress
@@ -121,9 +130,11 @@ class LinuxTarget:
     def boot(self) -> None:
         assert self.image and self.ko and self.ddictl, "prepare() first"
         self.facts.boots += 1
-        cfg = MachineConfig.from_image(self.image, accel=self.accel)
+        cfg = MachineConfig.from_image(self.image, accel=self.accel,
+                                       panic_action="pause" if self.snapshots else "exit-failure")
         m = Machine(cfg, log_dir=self.workdir / f"guest-{self.facts.boots}")
         self.machine = m
+        t0 = time.monotonic()
         try:
             m.start()
             self.facts.boot_to_ready_s = round(m.wait_ready(), 2)
@@ -135,11 +146,45 @@ class LinuxTarget:
             self.ssh.put(self.ko, f"{GUEST_DIR}/ddih.ko", 0o600)
             self.ssh.put(self.ddictl, f"{GUEST_DIR}/ddictl", 0o700)
             self.load_driver()
+            self.facts.ready_s = round(time.monotonic() - t0, 2)
             m.console.new_text()  # boot noise is not a step's business
+            self._save_ready()
         except Exception:
             self.close()
             raise
         self.log(f"guest up in {self.facts.boot_to_ready_s} s ({self.facts.accelerator}), driver loaded")
+
+    def _save_ready(self) -> None:
+        if self.snapshots and self.machine:
+            self.facts.snapshot_s = round(self.machine.savevm("ready"), 3)
+
+    def restore(self) -> bool:
+        """Replace the guest by the ready snapshot; False if that failed (counted)."""
+        m = self.machine
+        if not (self.snapshots and m and m.is_running()):
+            return False
+        t = time.monotonic()
+        try:
+            if self.ssh is not None:
+                self.ssh.close()
+                self.ssh = None
+            m.loadvm("ready")
+            m.qmp_cmd("cont")
+            self.facts.restore_s = round(time.monotonic() - t, 3)
+            m.console.new_text()
+            self.ssh = m.ssh()
+            self.facts.reconnect_s = round(time.monotonic() - t - self.facts.restore_s, 3)
+        except Exception as e:  # a failed restore is not fatal: boot afresh
+            self.facts.restore_failures += 1
+            self.log(f"snapshot restore failed ({e}); booting a fresh guest")
+            return False
+        self.facts.restores += 1
+        return True
+
+    def _retire(self) -> None:
+        """The guest died: keep a paused QEMU for restore(), drop anything else."""
+        if not (self.snapshots and self.machine and self.machine.panicked()):
+            self.close()
 
     def load_driver(self) -> None:
         args = [f"{GUEST_DIR}/ddih.ko", f"destructive={int(self.destructive)}"]
@@ -162,10 +207,13 @@ class LinuxTarget:
         if r.status != 0:
             raise TargetError(f"rmmod ddih failed: {r.stderr.strip()}")
         self.load_driver()
+        self._save_ready()  # the ready state now has the new parameters
 
     def replace_guest(self) -> None:
-        """A dead or wedged guest is killed and a fresh one booted."""
+        """A dead or wedged guest is replaced: by the ready snapshot, else a fresh boot."""
         self.facts.guest_replacements += 1
+        if self.restore():
+            return
         self.close()
         self.boot()
 
@@ -183,7 +231,8 @@ class LinuxTarget:
     # ---------------------------------------------------------------- ops
 
     def alive(self) -> bool:
-        return self.machine is not None and self.machine.is_running()
+        return (self.machine is not None and self.machine.is_running() and self.ssh is not None
+                and not (self.snapshots and self.machine.panicked()))
 
     def run_trace(self, trace: Trace, budget_ms: int) -> list[Result]:
         """Observed results, one per executed step (fewer when the guest dies).
@@ -277,26 +326,38 @@ class LinuxTarget:
                 if got:
                     buf += got
                     last = time.monotonic()
-                elif got == b"" or chan.closed or (got is None and time.monotonic() - last > per_op):
+                elif got == b"" or chan.closed or (got is None and (
+                        time.monotonic() - last > per_op or self._paused_by_panic())):
                     self._after_break()
                     yield trace, results, False
                     return
-            # let ddictl read the last reset and exit before the channel goes (as in a batch)
-            end = time.monotonic() + 5
-            while not chan.exit_status_ready() and time.monotonic() < end:
-                time.sleep(0.005)
         finally:
+            # let ddictl exit before the channel goes: dropbear keeps a channel whose
+            # process is still running, and runs out of them after a few dozen
+            end = time.monotonic() + 5
+            while (not chan.exit_status_ready() and not chan.closed and time.monotonic() < end
+                   and self.machine is not None and self.machine.is_running()
+                   and not self._paused_by_panic()):
+                time.sleep(0.005)
             chan.close()
             writer.join(timeout=5)
 
+    def _paused_by_panic(self) -> bool:
+        """Polled while waiting for results (at most every 0.2 s): a paused guest never sends EOF."""
+        if not self.snapshots or self.machine is None:
+            return False
+        now = time.monotonic()
+        if now - getattr(self, "_last_poll", 0.0) < 0.2:
+            return False
+        self._last_poll = now
+        return self.machine.panicked()
+
     def _after_break(self) -> None:
-        """A session broke: if the guest is dying, wait for it and drop it, so the next run replaces it."""
+        """A session broke: if the guest is dying, give QEMU a moment to exit (or pause), so that
+        alive() tells the truth and the next run replaces it."""
         assert self.machine
-        if self.machine.is_running():
+        if self.machine.is_running() and not self.machine.panicked():
             self.machine.wait_exit(2.0)
-        text = self.machine.console.text() if self.machine.console else ""
-        if not self.machine.is_running() or panics.first_fatal(panics.scan(text[-20000:], "linux")):
-            self.close()
 
     def _run(self, trace: Trace, budget_ms: int, lockstep: bool) -> list[Result]:
         if not self.alive():
@@ -307,16 +368,19 @@ class LinuxTarget:
         except ProtocolError as e:
             raise TargetError(f"trace {trace.name}: {e}") from None
         self.machine.console.new_text()
+        results: list[Result] = []
         if lockstep:
             out, died = self._lockstep(lines, budget_ms)
+            for line in out.splitlines():
+                try:
+                    results.append(decode(line))
+                except ProtocolError:
+                    continue
         else:
-            out, died = self._batch(lines, budget_ms)
-        results: list[Result] = []
-        for line in out.splitlines():
-            try:
-                results.append(decode(line))
-            except ProtocolError:
-                continue
+            died = None
+            for _, got, complete in self._stream([trace], budget_ms):
+                results = got
+                died = None if complete else "the ddictl session broke"
         if results and results[-1].kind == "hang" and not results[-1].note:
             results[-1].note = f"killed after {budget_ms / 1000:g} s in step {len(results)}"
         console = self._console_after(died is not None or len(results) < len(trace.steps))
@@ -327,25 +391,14 @@ class LinuxTarget:
                 results.pop()  # the hang was the worker thread dying in a BUG
             results.append(Result("panic", message=_fatal_message(findings),
                                   note="lockstep" if lockstep else _excerpt(console, fatal)))
-            self.close()
+            self._retire()
         elif findings and results:
             last = results[-1]
             last.warnings = tuple(last.warnings) + tuple(f.title for f in findings)
         elif died and len(results) < len(trace.steps):
             results.append(Result("hang", note=died))
-            self.close()
+            self._retire()
         return results
-
-    def _batch(self, lines: list[str], budget_ms: int) -> tuple[str, str | None]:
-        timeout = 10 + len(lines) * (budget_ms / 1000 + 1)
-        try:
-            r = self.ssh.run(f"{GUEST_DIR}/ddictl",
-                             input="\n".join([control_budget(budget_ms), *lines]) + "\n", timeout=timeout)
-        except SSHError as e:
-            return "", f"the SSH command failed: {e}"
-        if r.status not in (0, 3):
-            return r.stdout, f"ddictl exited with status {r.status}: {r.stderr.strip()[-300:]}"
-        return r.stdout, None
 
     def _lockstep(self, lines: list[str], budget_ms: int) -> tuple[str, str | None]:
         """One op per round trip on one ddictl process: nothing is in flight when the guest dies."""
@@ -369,7 +422,8 @@ class LinuxTarget:
                         data = None
                     except OSError:
                         data = None
-                    if data == b"" or (data is None and (chan.closed or chan.exit_status_ready())):
+                    if data == b"" or (data is None and (chan.closed or chan.exit_status_ready()
+                                                         or self._paused_by_panic())):
                         return "\n".join(out), "ddictl stopped answering"
                     if data:
                         buf += data
@@ -389,7 +443,7 @@ class LinuxTarget:
     def _console_after(self, trouble: bool) -> str:
         """Console text since the batch started; after trouble wait briefly for QEMU to exit."""
         assert self.machine
-        if trouble and self.machine.is_running():
+        if trouble and self.machine.is_running() and not self.machine.panicked():
             self.machine.wait_exit(2.0)
         text = self.machine.console.new_text() if self.machine.console else ""
         return text
