@@ -6,6 +6,7 @@ import argparse
 import json
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 from harness.conformance.traces import Step, parse_trace
@@ -66,7 +67,93 @@ def bench_model(n_ops: int, seed: int) -> dict[str, Any]:
             "seed": seed, "final_counters": counters}
 
 
+def bench_live(target_name: str, traces_count: int, seed: int, workdir: Path,
+               log=lambda s: None) -> dict[str, Any]:
+    """Figures for a live target, measured in one run: boot, restore, raw and checked rates, --jobs 2."""
+    from harness.conformance.generate import generate
+    from harness.conformance.runner import run_conformance, run_parallel
+    from harness.protocol import control_budget, encode
+    from harness.targets.linux import GUEST_DIR, LinuxTarget
+
+    if target_name != "linux":
+        raise SystemExit("error: bench --target supports linux here (the illumos targets need their images)")
+    traces = generate(traces_count, seed)
+    n_ops = sum(len(t.steps) for t in traces)
+    fig: dict[str, Any] = {"target": target_name, "traces": traces_count, "ops": n_ops, "seed": seed}
+    t = LinuxTarget(workdir / "main", log=log)
+    t.prepare()
+    t.boot()
+    try:
+        fig["accelerator"] = t.facts.accelerator
+        fig["boot_to_marker_s"] = t.facts.boot_to_ready_s
+        fig["boot_to_ready_s"] = t.facts.ready_s  # QEMU start -> driver loaded, SSH up
+        restores, reconnects = [], []
+        for _ in range(3):
+            assert t.restore(), "snapshot restore failed"
+            restores.append(t.facts.restore_s)
+            reconnects.append(t.facts.reconnect_s)
+        fig["restore_s"] = min(restores)
+        fig["reconnect_s"] = min(reconnects)
+        fig["restore_fraction_of_boot"] = round(fig["restore_s"] / fig["boot_to_ready_s"], 3)
+        # (a) the limit: ddictl in a tight loop in the guest, output discarded, nothing checked
+        lines = [control_budget(2000)]
+        for tr in traces:
+            lines += [encode(st) for st in tr.steps] + ["reset"]
+        t.ssh.put_bytes(("\n".join(lines) + "\n").encode(), f"{GUEST_DIR}/bench.txt")
+        raw = []
+        for _ in range(3):
+            r = t.ssh.run(f"cd {GUEST_DIR}; s=$(cut -d' ' -f1 /proc/uptime); ./ddictl < bench.txt > /dev/null; "
+                          "e=$(cut -d' ' -f1 /proc/uptime); echo $s $e", timeout=600)
+            start, end = (float(x) for x in r.stdout.split())
+            raw.append(max(end - start, 0.01))
+        fig["raw_s"] = min(raw)
+        fig["raw_ops_per_s"] = round(n_ops / fig["raw_s"])
+        # (b) end to end: streamed to the guest, every step compared with the model
+        checked = []
+        for _ in range(2):
+            summary = run_conformance(t, traces)
+            assert not summary.divergences, summary.divergences[:3]
+            checked.append(summary.seconds)
+        fig["checked_s"] = round(min(checked), 3)
+        fig["checked_ops_per_s"] = round(n_ops / min(checked))
+        fig["checked_over_raw"] = round(fig["checked_ops_per_s"] / fig["raw_ops_per_s"], 3)
+    finally:
+        t.close()
+    # (c) --jobs 2 against --jobs 1, whole runs (boot included) over a larger workload
+    big = generate(traces_count * 4, seed + 1)
+    walls = {}
+    for jobs in (1, 2):
+        t0 = time.perf_counter()
+        summary, _ = run_parallel(lambda i, j=jobs: LinuxTarget(workdir / f"jobs{j}-{i}", log=log), jobs, big)
+        walls[jobs] = time.perf_counter() - t0
+        assert not summary.divergences
+    fig["jobs1_s"], fig["jobs2_s"] = round(walls[1], 2), round(walls[2], 2)
+    fig["jobs2_speedup"] = round(walls[1] / walls[2], 2)
+    return fig
+
+
 def bench_command(args: argparse.Namespace) -> int:
+    if getattr(args, "target", None):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="ddih-bench-") as tmp:
+            fig = bench_live(args.target, args.traces_count, args.seed, Path(tmp),
+                             log=lambda s: print(f"  {s}"))
+        print(f"ddi-harness bench, target {fig['target']} ({fig['accelerator']}), "
+              f"{fig['ops']} ops in {fig['traces']} generated traces (seed {fig['seed']})")
+        print(f"  boot to ready (driver loaded, SSH up)  {fig['boot_to_ready_s']:.2f} s "
+              f"(console marker at {fig['boot_to_marker_s']:.2f} s)")
+        print(f"  snapshot restore (loadvm + cont)      {fig['restore_s']:.3f} s = "
+              f"{fig['restore_fraction_of_boot']:.3f} of boot; SSH reconnect {fig['reconnect_s']:.3f} s")
+        print(f"  (a) raw: ddictl in the guest            {fig['raw_ops_per_s']:,} ops/s")
+        print(f"  (b) checked end to end                  {fig['checked_ops_per_s']:,} ops/s "
+              f"= {fig['checked_over_raw']:.2f} of raw")
+        print(f"  --jobs 2 vs --jobs 1 (boot included)    {fig['jobs2_speedup']:.2f}x "
+              f"({fig['jobs1_s']:.1f} s -> {fig['jobs2_s']:.1f} s, {len(__import__('os').sched_getaffinity(0))} host cores)")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(fig, f, indent=1)
+        return 0
     if args.what == "model":
         fig = bench_model(args.ops, args.seed)
         print(f"illumos model: {fig['ops']} resource-map ops in {fig['seconds']:.3f} s = "

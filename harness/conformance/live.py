@@ -68,17 +68,12 @@ def run_command(args: argparse.Namespace) -> int:
                 stages[stage] = bar.add_task(f"image: {stage}", total=total or None)
             bar.update(stages[stage], completed=done, total=total or None)
 
-        target = make_target(args.target, out / "work", args.destructive, args.accel, log, image_progress,
-                             getattr(args, "kmem_flags", 0) or 0, getattr(args, "fault", "") or "")
-        try:
-            target.prepare()
-            target.boot()
-        except Exception as e:
-            target_close(target)
-            console.print(f"[red]error:[/red] could not bring up the {args.target} guest: "
-                          f"{escape(str(e))}")
-            return 2
-        task = bar.add_task(f"{args.target} ({target.facts.accelerator})", total=len(traces))
+        def new_target(workdir: Path):
+            return make_target(args.target, workdir, args.destructive, args.accel, log, image_progress,
+                               getattr(args, "kmem_flags", 0) or 0, getattr(args, "fault", "") or "")
+
+        jobs = max(1, getattr(args, "jobs", 1) or 1)
+        task = bar.add_task(f"{args.target} x{jobs}", total=len(traces))
         bar.advance(task, len(done))
 
         def on_trace(rec: TraceRecord) -> None:
@@ -90,19 +85,59 @@ def run_command(args: argparse.Namespace) -> int:
 
         interrupted = False
         shrunk, unloaded, left = [], False, -1
-        try:
-            summary = run_conformance(target, traces, destructive=args.destructive,
-                                      budget_ms=args.budget_ms, out_dir=out, on_trace=on_trace,
-                                      run_budget_s=getattr(args, "run_budget", None), done=done,
-                                      append=bool(done))
-            shrunk = shrink_divergences(target, traces, summary, args, log)
-            unloaded, left = target.unload()
-        except KeyboardInterrupt:
-            interrupted = True
-            partial = load_partial(out)
-            summary = RunSummary(traces=[partial[t.name] for t in traces if t.name in partial])
-        finally:
-            target_close(target)
+        run_budget = getattr(args, "run_budget", None)
+        if jobs == 1:
+            target = new_target(out / "work")
+            try:
+                target.prepare()
+                target.boot()
+            except Exception as e:
+                target_close(target)
+                console.print(f"[red]error:[/red] could not bring up the {args.target} guest: "
+                              f"{escape(str(e))}")
+                return 2
+            bar.update(task, description=f"{args.target} ({target.facts.accelerator})")
+            try:
+                summary = run_conformance(target, traces, destructive=args.destructive,
+                                          budget_ms=args.budget_ms, out_dir=out, on_trace=on_trace,
+                                          run_budget_s=run_budget, done=done, append=bool(done))
+                shrunk = shrink_divergences(target, traces, summary, args, log)
+                unloaded, left = target.unload()
+            except KeyboardInterrupt:
+                interrupted = True
+                partial = load_partial(out)
+                summary = RunSummary(traces=[partial[t.name] for t in traces if t.name in partial])
+            finally:
+                target_close(target)
+        else:
+            from harness.conformance.runner import run_parallel
+
+            try:
+                summary, targets = run_parallel(lambda i: new_target(out / "work" / f"job-{i}"), jobs, traces,
+                                                destructive=args.destructive, budget_ms=args.budget_ms,
+                                                out_dir=out, on_trace=on_trace, run_budget_s=run_budget,
+                                                done=done, append=bool(done), log=log)
+            except KeyboardInterrupt:
+                interrupted, targets = True, []
+                partial = load_partial(out)
+                summary = RunSummary(traces=[partial[t.name] for t in traces if t.name in partial])
+            if not targets:
+                console.print(f"[red]error:[/red] no {args.target} guest came up")
+                return 2
+            target = targets[0]
+            results = [getattr(t, "unload_result", (False, -1)) for t in targets]
+            unloaded = all(u for u, _ in results)
+            left = sum(n for _, n in results if n > 0) if unloaded else -1
+            target.facts.boots = sum(t.facts.boots for t in targets)
+            target.facts.guest_replacements = sum(t.facts.guest_replacements for t in targets)
+            if summary.divergences and not getattr(args, "no_shrink", False) and not interrupted:
+                shrinker = new_target(out / "work" / "shrink")  # one more guest, only to shrink
+                try:
+                    shrinker.prepare()
+                    shrinker.boot()
+                    shrunk = shrink_divergences(shrinker, traces, summary, args, log)
+                finally:
+                    target_close(shrinker)
     man = manifest(target, paths, args.destructive, sys.argv)
     man["budget_ms"], man["seed"] = args.budget_ms, (args.seed if args.generate else None)
     man["kmem_flags"] = getattr(args, "kmem_flags", 0) or 0
@@ -110,6 +145,8 @@ def run_command(args: argparse.Namespace) -> int:
     man["regressions_written"] = [str(r.path) for r in shrunk]
     man["driver_unloaded"], man["outstanding_at_unload"] = unloaded, left
     man["interrupted"] = interrupted
+    man["jobs"] = jobs
+    man["shard"] = getattr(args, "shard", None)
     json_path = Path(args.json) if args.json else out / "run.json"
     junit_path = Path(args.junit) if args.junit else out / "junit.xml"
     write_json(json_path, summary, man)
@@ -189,7 +226,23 @@ def select_traces(args: argparse.Namespace) -> tuple[list, list[str]]:
         paths = [str(regressions)] + paths
     if args.match:
         traces = [t for t in traces if args.match in t.name]
+    shard = getattr(args, "shard", None)
+    if shard:
+        i, n = parse_shard(shard)
+        traces = sorted(traces, key=lambda t: t.name)[i - 1::n]
+        paths = paths + [f"shard {i}/{n}"]
     return traces, paths
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`I/N`, 1 <= I <= N: this run takes every N-th trace (by name) starting at the I-th."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise TraceError("--shard", None, f"{text!r} is not I/N", "write e.g. --shard 2/4") from None
+    if not 1 <= i <= n:
+        raise TraceError("--shard", None, f"shard {i} of {n} does not exist", f"use 1/{n} .. {n}/{n}")
+    return i, n
 
 
 def replay_command(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,11 +101,33 @@ class RunSummary:
         return out
 
 
+class Sink:
+    """results.jsonl, appended line by line; shared safely by parallel guests."""
+
+    def __init__(self, out_dir: Path | None, append: bool = False) -> None:
+        self.lock = threading.Lock()
+        self.file = None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.file = open(out_dir / "results.jsonl", "a" if append else "w", buffering=1)
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        if self.file:
+            line = json.dumps({"type": kind, **data}) + "\n"
+            with self.lock:
+                self.file.write(line)
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+            self.file = None
+
+
 def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = False,
                     budget_ms: int = 2000, out_dir: Path | None = None,
                     on_trace: Callable[[TraceRecord], None] = lambda t: None,
                     run_budget_s: float | None = None, done: dict[str, TraceRecord] | None = None,
-                    append: bool = False) -> RunSummary:
+                    append: bool = False, sink: Sink | None = None) -> RunSummary:
     """Run every trace; results go to ``out_dir/results.jsonl`` step by step as they come.
 
     ``done`` holds traces a resumed run already finished (they are not run
@@ -112,15 +135,10 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
     are recorded as skipped, so a nightly run always ends and says why.
     """
     summary = RunSummary()
-    jsonl = None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        jsonl = open(out_dir / "results.jsonl", "a" if append else "w", buffering=1)
+    own_sink = sink is None
+    sink = sink or Sink(out_dir, append)
+    emit = sink.emit
     t_run = time.monotonic()
-
-    def emit(kind: str, data: dict[str, Any]) -> None:
-        if jsonl:
-            jsonl.write(json.dumps({"type": kind, **data}) + "\n")
 
     def skip_reason(trace: Trace) -> str | None:
         pinned = trace.config.get("destructive")
@@ -166,9 +184,68 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
         summary.traces = [records[t.name] for t in traces]
     finally:
         summary.seconds = time.monotonic() - t_run
-        if jsonl:
-            jsonl.close()
+        if own_sink:
+            sink.close()
     return summary
+
+
+def run_parallel(make_target: Callable[[int], Target], jobs: int, traces: list[Trace], *,
+                 destructive: bool = False, budget_ms: int = 2000, out_dir: Path | None = None,
+                 on_trace: Callable[[TraceRecord], None] = lambda t: None,
+                 run_budget_s: float | None = None, done: dict[str, TraceRecord] | None = None,
+                 append: bool = False, chunk: int = 40,
+                 log: Callable[[str], None] = lambda s: None) -> tuple[RunSummary, list[Any]]:
+    """``jobs`` guests, each in its own thread for its whole life (QEMU dies with the
+    thread that started it), taking chunks of traces from one queue.  Returns the
+    summary and each finished target (closed; its facts stay readable)."""
+    sink = Sink(out_dir, append)
+    lock = threading.Lock()
+    queue = [t for t in traces if not (done and t.name in done)]
+    records: dict[str, TraceRecord] = dict(done or {})
+    targets: list[Any] = []
+    errors: list[str] = []
+    t0 = time.monotonic()
+
+    def worker(i: int) -> None:
+        target = make_target(i)
+        with lock:
+            targets.append(target)
+        try:
+            target.prepare()
+            target.boot()
+            while True:
+                with lock:
+                    part, queue[:] = queue[:chunk], queue[chunk:]
+                if not part:
+                    break
+                left = None if run_budget_s is None else max(0.0, run_budget_s - (time.monotonic() - t0))
+                summary = run_conformance(target, part, destructive=destructive, budget_ms=budget_ms,
+                                          on_trace=on_trace, run_budget_s=left, sink=sink)
+                with lock:
+                    records.update({r.name: r for r in summary.traces})
+            target.unload_result = target.unload()
+        except Exception as e:  # a job that cannot run leaves its traces to the others
+            with lock:
+                errors.append(f"job {i}: {type(e).__name__}: {e}")
+            log(f"job {i} failed: {e}")
+        finally:
+            try:
+                target.close()
+            except Exception:
+                pass
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"ddih-job-{i}") for i in range(jobs)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    sink.close()
+    missing = [t for t in traces if t.name not in records]
+    for t in missing:
+        records[t.name] = TraceRecord(t.name, t.source, 0.0, skipped="no guest could run it: "
+                                      + ("; ".join(errors) or "unknown"), definition=t.to_yaml_dict())
+    summary = RunSummary(traces=[records[t.name] for t in traces], seconds=time.monotonic() - t0)
+    return summary, targets
 
 
 def load_partial(out_dir: Path) -> dict[str, TraceRecord]:
