@@ -109,6 +109,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.conformance.merge import merge_command
+
+    return merge_command(args)
+
+
 def cmd_fuzz(args: argparse.Namespace) -> int:
     from harness.fuzz import fuzz_command
 
@@ -248,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
                                     "and the provisioned base for a target.")
     dr.add_argument("--target", default="linux", choices=["linux", "openindiana", "omnios"])
     dr.set_defaults(func=cmd_doctor)
+
+    rep = sub.add_parser("report", help="merge the reports of shards or machines",
+                         description="`report merge RUN.json...` combines the run.json files of several "
+                                     "runs (e.g. the shards of a CI matrix) into one run.json, junit.xml "
+                                     "and report.html. Exit status 1 if any run diverged.")
+    rep.add_argument("action", choices=["merge"])
+    rep.add_argument("runs", nargs="+", metavar="RUN.json")
+    rep.add_argument("--out", default="out/merged", help="directory for the merged reports")
+    rep.set_defaults(func=cmd_report)
 
     fz = sub.add_parser(
         "fuzz", help="send malformed and hostile requests straight at the driver",
