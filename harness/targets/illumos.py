@@ -499,6 +499,8 @@ class IllumosTarget:
         out = [(p, f"{GUEST_DIR}/kmod/illumos/{p.name}") for p in files]
         out.append((REPO / "kmod" / "ddih_ioctl.h", f"{GUEST_DIR}/kmod/ddih_ioctl.h"))
         out.append((REPO / "guest" / "ddictl.c", f"{GUEST_DIR}/guest/ddictl.c"))
+        for name in ("ddih.c", "ddih.h"):
+            out.append((REPO / "guest" / "libddih" / name, f"{GUEST_DIR}/guest/libddih/{name}"))
         return out
 
     def _guest_run(self, cmd: str, what: str, timeout: float = 300) -> str:
@@ -510,7 +512,7 @@ class IllumosTarget:
 
     def _install_driver(self) -> None:
         t = time.monotonic()
-        self._guest_run(f"rm -rf {GUEST_DIR} && mkdir -p {GUEST_DIR}/kmod/illumos {GUEST_DIR}/guest",
+        self._guest_run(f"rm -rf {GUEST_DIR} && mkdir -p {GUEST_DIR}/kmod/illumos {GUEST_DIR}/guest/libddih",
                         "making the upload directory", 60)
         for local, remote in self._sources():
             self.ssh.put(local, remote, 0o644)

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not 
 
 def _gcc(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     cmd = ["gcc", "-O2", "-static", "-Wall", "-Werror", *extra, f"-I{ROOT / 'kmod'}",
-           "-o", str(out), str(GUEST / "ddictl.c"), "-lpthread"]
+           f"-I{GUEST / 'libddih'}", "-o", str(out), str(GUEST / "ddictl.c"),
+           str(GUEST / "libddih" / "ddih.c"), "-lpthread"]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
@@ -67,6 +68,7 @@ def test_makefile_builds(tmp_path: Path) -> None:
     (work / "kmod").mkdir()
     shutil.copy(GUEST / "ddictl.c", work / "guest")
     shutil.copy(GUEST / "Makefile", work / "guest")
+    shutil.copytree(GUEST / "libddih", work / "guest" / "libddih")
     shutil.copy(ROOT / "kmod" / "ddih_ioctl.h", work / "kmod")
     proc = subprocess.run(["make", "-C", str(work / "guest")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
