@@ -61,6 +61,8 @@ def cmd_image(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TransferSpeedColumn
 
+    from harness.ui import stage_progress
+
     if (args.action == "build") != (args.name == "linux"):
         print("error: use `image build linux`, or `image fetch openindiana|omnios`", file=sys.stderr)
         return 2
@@ -69,15 +71,8 @@ def cmd_image(args: argparse.Namespace) -> int:
 
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                       transient=True) as bar:
-            tasks: dict[str, int] = {}
-
-            def fprogress(stage: str, done: int, total: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(stage, total=total or None)
-                bar.update(tasks[stage], completed=done, total=total or None)
-
             try:
-                img = fetch_image(args.name, progress=fprogress)
+                img = fetch_image(args.name, progress=stage_progress(bar))
             except FetchError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2
@@ -85,15 +80,8 @@ def cmd_image(args: argparse.Namespace) -> int:
         return 0
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total or None)
-            bar.update(tasks[stage], completed=done, total=total or None)
-
         try:
-            img = build_linux_image(progress=progress, force=args.rebuild)
+            img = build_linux_image(progress=stage_progress(bar), force=args.rebuild)
         except ImageError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

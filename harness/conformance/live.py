@@ -34,7 +34,8 @@ def run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
+
+    from harness.ui import stage_progress
 
     console = Console(stderr=True)
     done: dict[str, TraceRecord] = {}
@@ -61,12 +62,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
-        stages: dict[str, int] = {}
-
-        def image_progress(stage: str, done: int, total: int) -> None:
-            if stage not in stages:
-                stages[stage] = bar.add_task(f"image: {stage}", total=total or None)
-            bar.update(stages[stage], completed=done, total=total or None)
+        image_progress = stage_progress(bar)
 
         def new_target(workdir: Path):
             return make_target(args.target, workdir, args.destructive, args.accel, log, image_progress,
@@ -80,7 +76,7 @@ def run_command(args: argparse.Namespace) -> int:
             bar.advance(task)
             if rec.first_divergence:
                 d = rec.first_divergence
-                console.print(f"[red]DIVERGES[/red] " + escape(f"{rec.name} step {d.index}: {d.call}: "
+                console.print("[red]DIVERGES[/red] " + escape(f"{rec.name} step {d.index}: {d.call}: "
                                                              f"{(d.mismatches + d.expect_failures)[0]}"))
 
         interrupted = False

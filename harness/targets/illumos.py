@@ -48,6 +48,7 @@ from harness.model.outcome import Result
 from harness.protocol import ProtocolError, control_budget, decode, encode
 from harness.provision import (ConsoleProvisioner, ProvisionError, SSHProvisioner, omnios_recipe,
                                openindiana_recipe, recipe_hash)
+from harness.targets.session import lockstep
 from harness.ssh import SSHError, SSHTimeout, quote
 from harness.targets.linux import TargetError
 
@@ -628,42 +629,7 @@ class IllumosTarget:
         return r.stdout, None
 
     def _lockstep(self, lines: list[str], budget_ms: int) -> tuple[str, str | None]:
-        """One op per round trip on one ddictl process: nothing is in flight when the guest dies."""
-        transport = self.ssh.client.get_transport()
-        out: list[str] = []
-        try:
-            chan = transport.open_session(timeout=30)
-            chan.exec_command(self._ddictl())
-            chan.settimeout(0.05)
-            chan.sendall((control_budget(budget_ms) + "\n").encode())
-            buf = b""
-            for line in lines:
-                chan.sendall((line + "\n").encode())
-                deadline = time.monotonic() + budget_ms / 1000 + 10
-                while b"\n" not in buf:
-                    if time.monotonic() > deadline:
-                        chan.close()
-                        return "\n".join(out), "no result line within the op budget"
-                    try:
-                        data = chan.recv(4096)
-                    except (TimeoutError, socket.timeout, OSError):
-                        data = None
-                    if data == b"" or (data is None and (chan.closed or chan.exit_status_ready())):
-                        return "\n".join(out), "ddictl stopped answering"
-                    if data:
-                        buf += data
-                text, buf = buf.split(b"\n", 1)
-                out.append(text.decode(errors="replace"))
-                if out[-1].startswith("kind=hang"):
-                    break
-            chan.shutdown_write()
-            end = time.monotonic() + 5
-            while not chan.exit_status_ready() and time.monotonic() < end:
-                time.sleep(0.005)
-            chan.close()
-        except Exception as e:  # paramiko raises several types when the guest vanishes
-            return "\n".join(out), f"the SSH channel failed: {type(e).__name__}: {e}"
-        return "\n".join(out), None
+        return lockstep(self.ssh, self._ddictl(), lines, budget_ms)
 
     def _console_after(self, trouble: bool) -> str:
         assert self.machine

@@ -19,10 +19,11 @@ from typing import Callable
 from harness import panics
 from harness.conformance.traces import Trace
 from harness.images import LinuxImage, build_linux_image
-from harness.machine import Machine, MachineConfig, MachineError
+from harness.machine import Machine, MachineConfig
 from harness.model.outcome import Result
 from harness.protocol import ProtocolError, control_budget, decode, encode
-from harness.ssh import SSHError, quote
+from harness.targets.session import lockstep
+from harness.ssh import quote
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST_DIR = "/tmp/ddih"
@@ -401,44 +402,7 @@ class LinuxTarget:
         return results
 
     def _lockstep(self, lines: list[str], budget_ms: int) -> tuple[str, str | None]:
-        """One op per round trip on one ddictl process: nothing is in flight when the guest dies."""
-        out: list[str] = []
-        try:
-            chan = self.ssh.open_channel(30)
-            chan.exec_command(f"{GUEST_DIR}/ddictl")
-            chan.settimeout(0.05)
-            chan.sendall((control_budget(budget_ms) + "\n").encode())
-            buf = b""
-            for line in lines:
-                chan.sendall((line + "\n").encode())
-                deadline = time.monotonic() + budget_ms / 1000 + 10
-                while b"\n" not in buf:
-                    if time.monotonic() > deadline:
-                        chan.close()
-                        return "\n".join(out), "no result line within the op budget"
-                    try:
-                        data = chan.recv(4096)
-                    except TimeoutError:
-                        data = None
-                    except OSError:
-                        data = None
-                    if data == b"" or (data is None and (chan.closed or chan.exit_status_ready()
-                                                         or self._paused_by_panic())):
-                        return "\n".join(out), "ddictl stopped answering"
-                    if data:
-                        buf += data
-                text, buf = buf.split(b"\n", 1)
-                out.append(text.decode(errors="replace"))
-                if out[-1].startswith("kind=hang"):
-                    break
-            chan.shutdown_write()
-            end = time.monotonic() + 5  # let ddictl exit before the channel goes, as in a batch
-            while not chan.exit_status_ready() and time.monotonic() < end:
-                time.sleep(0.005)
-            chan.close()
-        except Exception as e:  # paramiko raises several types when the guest vanishes
-            return "\n".join(out), f"the SSH channel failed: {type(e).__name__}: {e}"
-        return "\n".join(out), None
+        return lockstep(self.ssh, f"{GUEST_DIR}/ddictl", lines, budget_ms, self._paused_by_panic)
 
     def _console_after(self, trouble: bool) -> str:
         """Console text since the batch started; after trouble wait briefly for QEMU to exit."""
