@@ -32,14 +32,14 @@
  * line gives kind=error errno=EPROTO, an explanation on stderr, and ddictl
  * goes on.
  *
- * Builds on Linux (static, see Makefile) and on illumos with its own libc:
+ * Builds on Linux (static, see Makefile) and on illumos with its own libc
+ * (kmod/illumos/Makefile, `make ddictl'):
  *   gcc -O2 -m64 -Wall -Werror -I../kmod -Ilibddih -o ddictl ddictl.c \
  *       libddih/ddih.c -lpthread
  * Requests, the umem export (export, mmap, kernel-side pattern fill and
  * check, munmap) and opening the device go through libddih (libddih/ddih.h).
- * Built without -Ilibddih, ddictl.c compiles alone with a minimal private
- * copy of the few libddih calls it makes (see "libddih" below); the two
- * builds behave identically.
+ * ddictl has no copy of its own of those calls: every build compiles
+ * guest/libddih/ddih.c with it and needs -Ilibddih for ddih.h.
  *
  * Usage: ddictl [device]     (default DDIH_DEVICE: /dev/ddih on Linux,
  *                             /devices/pseudo/ddih@0:ddih on illumos;

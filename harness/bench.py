@@ -72,15 +72,18 @@ def bench_live(target_name: str, traces_count: int, seed: int, workdir: Path,
     """Figures for a live target, measured in one run: boot, restore, raw and checked rates, --jobs 2."""
     from harness.conformance.generate import generate
     from harness.conformance.runner import run_conformance, run_parallel
+    from harness.options import RunOptions
     from harness.protocol import control_budget, encode
-    from harness.targets.linux import GUEST_DIR, LinuxTarget
+    from harness.targets import make_target
+    from harness.targets.linux import GUEST_DIR
 
     if target_name != "linux":
         raise SystemExit("error: bench --target supports linux here (the illumos targets need their images)")
+    options = RunOptions(target=target_name)
     traces = generate(traces_count, seed)
     n_ops = sum(len(t.steps) for t in traces)
     fig: dict[str, Any] = {"target": target_name, "traces": traces_count, "ops": n_ops, "seed": seed}
-    t = LinuxTarget(workdir / "main", log=log)
+    t = make_target(target_name, options, workdir / "main", log=log)
     t.prepare()
     t.boot()
     try:
@@ -124,7 +127,8 @@ def bench_live(target_name: str, traces_count: int, seed: int, workdir: Path,
     walls = {}
     for jobs in (1, 2):
         t0 = time.perf_counter()
-        summary, _ = run_parallel(lambda i, j=jobs: LinuxTarget(workdir / f"jobs{j}-{i}", log=log), jobs, big)
+        summary, _ = run_parallel(lambda i, j=jobs: make_target(target_name, options, workdir / f"jobs{j}-{i}",
+                                                                log=log), jobs, big)
         walls[jobs] = time.perf_counter() - t0
         assert not summary.divergences
     fig["jobs1_s"], fig["jobs2_s"] = round(walls[1], 2), round(walls[2], 2)
@@ -133,7 +137,7 @@ def bench_live(target_name: str, traces_count: int, seed: int, workdir: Path,
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    if getattr(args, "target", None):
+    if args.target:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="ddih-bench-") as tmp:

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Sequence
 
 from harness import __version__
+from harness.model import MODEL_NAMES
+from harness.options import RunOptions
+from harness.targets import TARGET_NAMES, TARGETS
 
 EPILOG = """\
 exit status: 0 when everything held, 1 when a check failed (an expect or a
@@ -44,16 +47,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_command(args)
 
 
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """`run`'s arguments as the typed options every layer below takes."""
+    return RunOptions(target=args.target, traces=tuple(args.traces or ()), match=args.match, out=args.out,
+                      json=args.json, junit=args.junit, html=args.html, destructive=args.destructive,
+                      budget_ms=args.budget_ms, accel=args.accel, generate=args.generate, seed=args.seed,
+                      regressions=args.regressions, kmem_flags=args.kmem_flags, fault=args.fault,
+                      jobs=args.jobs, shard=args.shard, run_budget=args.run_budget, shrink=not args.no_shrink)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.conformance.live import run_command
 
-    return run_command(args)
+    return run_command(run_options(args), resume=args.resume)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from harness.conformance.live import replay_command
+    from harness.conformance.live import replay_options, run_command
 
-    return replay_command(args)
+    options, traces = replay_options(args.run_json, out=args.out, match=args.match, accel=args.accel)
+    return run_command(options, replay_traces=traces)
 
 
 def cmd_image(args: argparse.Namespace) -> int:
@@ -146,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="JSON shape (stable): {\"traces\": [{\"name\", \"model\", \"steps\": [{\"op\", "
                "\"result\": {\"kind\", \"value\"?, \"message\"?, \"warnings\"?}}], \"end\"}]}")
     m.add_argument("traces", nargs="*", help="trace files or directories (default: the corpus)")
-    m.add_argument("--model", default="illumos", choices=["illumos", "documented", "linux"],
+    m.add_argument("--model", default="illumos", choices=MODEL_NAMES,
                    help="which semantics to predict (default: illumos)")
     m.add_argument("--json", action="store_true", help="print JSON instead of tables")
     m.add_argument("--detail", action="store_true",
@@ -165,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ready, snapshot restore, (a) the raw rate of ddictl in the guest, (b) the "
                                    "checked rate end to end, and the speedup of --jobs 2 over --jobs 1.")
     b.add_argument("what", nargs="?", choices=["model"], help="`model`: the model-only benchmark")
-    b.add_argument("--target", choices=["linux"], help="benchmark a live guest")
+    b.add_argument("--target", choices=TARGET_NAMES, help="benchmark a live guest (linux here: the illumos "
+                                                             "targets need their images)")
     b.add_argument("--traces-count", type=int, default=300, metavar="N",
                    help="generated traces in the live workload (default 300; --jobs uses 4x)")
     b.add_argument("--ops", type=int, default=200_000, help="operations to run (default 200000)")
@@ -178,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Boot a guest, build and load the ddih driver, run the traces through it step "
                     "by step, compare every result with the target's model, and write reports "
                     "(JSON, JUnit). Exit status 1 on any divergence.")
-    r.add_argument("--target", default="linux", choices=["linux", "openindiana", "omnios"],
-                   help="which guest (default: linux, assembled offline from Debian packages)")
+    r.add_argument("--target", default="linux", choices=TARGET_NAMES,
+                   help="which target (default: linux). " + "; ".join(f"{t.name}: {t.summary}"
+                                                                        for t in TARGETS.values()))
     r.add_argument("--traces", action="append", metavar="PATH",
                    help="trace file or directory (repeatable; default: the corpus)")
     r.add_argument("--match", metavar="TEXT", help="only traces whose name contains TEXT")
@@ -240,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser("doctor", help="check what a target needs and say how to fix what is missing",
                         description="Check qemu, the accelerator, disk space, the cached and verified image "
                                     "and the provisioned base for a target.")
-    dr.add_argument("--target", default="linux", choices=["linux", "openindiana", "omnios"])
+    dr.add_argument("--target", default="linux", choices=TARGET_NAMES)
     dr.set_defaults(func=cmd_doctor)
 
     rep = sub.add_parser("report", help="merge the reports of shards or machines",
@@ -258,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(several processes and threads, a shared file, a kill storm) in chunks; scan the console "
                     "after each chunk, unload the driver at the end. Exit status 1 on any panic, warning, "
                     "unrefused malformed request, anomaly, leak or unclean unload.")
-    fz.add_argument("--target", default="linux", choices=["linux"], help="which guest (default: linux)")
+    fz.add_argument("--target", default="linux", choices=TARGET_NAMES,
+                    help="which guest (default: linux; the fuzzer runs on linux here)")
     fz.add_argument("--ops", type=int, default=20000, help="requests to send (default 20000)")
     fz.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     fz.add_argument("--chunk", type=int, default=2000, help="requests per ddifuzz run (default 2000)")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 GIB = 1 << 30
-TARGETS = ("linux", "openindiana", "omnios")
 
 # Rough needs of the cache per target, in GiB: image (+ download) + base/overlays.
 NEEDS_GIB = {
@@ -105,8 +104,10 @@ def _probe(name: str, *args):
 
 def doctor(target: str) -> list[Check]:
     """The checks for ``target`` (linux, openindiana or omnios), in order."""
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r} (use {', '.join(TARGETS)})")
+    from harness.targets import TARGET_NAMES
+
+    if target not in TARGET_NAMES:
+        raise ValueError(f"unknown target {target!r} (use {', '.join(TARGET_NAMES)})")
     checks: list[Check] = []
     apt_qemu = "install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86 qemu-utils)"
     for exe in ("qemu-system-x86_64", "qemu-img"):

@@ -211,7 +211,8 @@ def fuzz(target_name: str, ops: int, seed: int, workdir: Path, log: Log = lambda
     """
     if target_name != "linux":
         raise ValueError(f"fuzz: target {target_name!r} is not supported (only linux)")
-    from harness.targets.linux import LinuxTarget
+    from harness.options import RunOptions
+    from harness.targets import make_target
 
     t0 = time.monotonic()
     workdir = Path(workdir)
@@ -219,7 +220,8 @@ def fuzz(target_name: str, ops: int, seed: int, workdir: Path, log: Log = lambda
                         chunk_size=chunk, kill_storm=kill_storm, pressure=pressure)
     image_progress = progress or (lambda stage, done, total: None)
     if target is None:
-        target = LinuxTarget(workdir, destructive=False, accel=accel, log=log, progress=image_progress)
+        target = make_target(target_name, RunOptions(target=target_name, accel=accel), workdir, log=log,
+                             progress=image_progress)
     if cap_probe is None:
         cap_probe = ops >= 10000
     try:
@@ -255,7 +257,8 @@ def fuzz(target_name: str, ops: int, seed: int, workdir: Path, log: Log = lambda
         if not target.alive():
             target.replace_guest()
             _upload(target, fuzzer)
-        report.unloaded, report.outstanding_at_unload = target.unload()
+        u = target.unload()
+        report.unloaded, report.outstanding_at_unload = u.unloaded, u.outstanding
         # rmmod may have printed something (a leak warning, a BUG on unload)
         tail = target.machine.console.new_text() if target.machine else ""
         _scan(report, tail, i)
@@ -394,7 +397,7 @@ def fuzz_command(args: argparse.Namespace) -> int:
     if args.ops < 1:
         print("error: --ops must be at least 1", file=sys.stderr)
         return 2
-    out = Path(getattr(args, "out", None) or "out/fuzz")
+    out = Path(args.out)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         tasks: dict[str, int] = {}
@@ -406,11 +409,10 @@ def fuzz_command(args: argparse.Namespace) -> int:
             bar.update(tasks[stage], completed=done, total=total or None)
 
         report = fuzz(args.target, args.ops, args.seed, out / "work", log, progress,
-                      chunk=getattr(args, "chunk", 2000), workers=getattr(args, "workers", 4),
-                      threads=getattr(args, "threads", 2), kill_storm=not getattr(args, "no_kill_storm", False),
-                      cpus=getattr(args, "cpus", 2), accel=getattr(args, "accel", "auto"),
-                      pressure=getattr(args, "pressure", 0) or 0)
-    if getattr(args, "json", None):
+                      chunk=args.chunk, workers=args.workers, threads=args.threads,
+                      kill_storm=not args.no_kill_storm, cpus=args.cpus, accel=args.accel,
+                      pressure=args.pressure)
+    if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report.to_json(), indent=1, default=str) + "\n")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -223,13 +224,34 @@ def _kill_all() -> None:
             pass
 
 
+@dataclass(frozen=True)
+class DiskBoot:
+    """Boot from a disk image instead of a kernel file (illumos: loader -> unix from the disk).
+
+    ``seed`` is a second, read-only disk (a cloud-init NoCloud ISO); ``no_reboot``
+    turns a guest reboot (illumos reboots after a panic) into a QEMU exit;
+    ``restrict`` cuts the guest off the network (test runs need none,
+    provisioning needs the package server).
+    """
+
+    disk: Path
+    format: str = "qcow2"
+    seed: Path | None = None
+    no_reboot: bool = True
+    restrict: bool = True
+
+
 @dataclass
 class MachineConfig:
-    """What to boot.  ``from_image()`` fills it from a LinuxImage."""
+    """What to boot: a kernel file (``kernel``, ``initrd``, ``append``), or a disk (``disk``).
 
-    kernel: Path
+    ``from_image()`` fills the kernel mode from a LinuxImage.
+    """
+
+    kernel: Path | None = None
     initrd: Path | None = None
     append: str = ""
+    disk: DiskBoot | None = None
     memory: str = "512M"
     cpus: int = 1
     extra_args: list[str] = field(default_factory=list)
@@ -242,6 +264,10 @@ class MachineConfig:
     vmstate_disk: bool = True          # a scratch qcow2 so savevm/loadvm work
     panic_action: str = "exit-failure"  # or "pause": keep the panicked guest for loadvm
     prompt: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kernel is None) == (self.disk is None):
+            raise ValueError("a machine boots a kernel file or a disk: give exactly one of kernel= and disk=")
 
     @classmethod
     def from_image(cls, img: Any, **overrides: Any) -> "MachineConfig":
@@ -258,6 +284,55 @@ class MachineConfig:
         )
         kw.update(overrides)
         return cls(**kw)
+
+
+def disk_boot_argv(*, accel: str, disk: str | os.PathLike, serial_socket: str | os.PathLike,
+                   qmp_socket: str | os.PathLike | None, ssh_port: int, memory: str = "4096",
+                   cpus: int = 2, disk_format: str = "qcow2", seed: str | os.PathLike | None = None,
+                   no_reboot: bool = True, restrict: bool = True, qemu: str = QEMU,
+                   name: str = "ddih-illumos") -> list[str]:
+    """The QEMU command line of a disk boot, as the illumos guests need it (pure).
+
+    Machine ``pc`` (i440FX: OpenIndiana 2025.10 loses its disk and NIC on
+    q35), virtio-blk disk, virtio-net NIC on slirp with SSH forwarded to
+    loopback, serial on ttya (COM1, the first ``-serial``), ``-cpu host`` and
+    the kvm-pit delay policy under KVM, ``-cpu qemu64`` under TCG, rtc
+    driftfix, never any ``hv-*`` flag (the illumos kernel mistakes the guest
+    for Hyper-V and hangs in microfind).
+    """
+    if accel not in ("kvm", "tcg"):
+        raise ValueError(f"accelerator must be kvm or tcg, not {accel!r}")
+    argv = [qemu, "-name", name, "-machine", f"pc,accel={accel}",
+            "-cpu", "host" if accel == "kvm" else "qemu64",
+            "-smp", str(cpus), "-m", str(memory)]
+    if accel == "kvm":
+        argv += ["-global", "kvm-pit.lost_tick_policy=delay"]
+    argv += ["-rtc", "base=utc,clock=host,driftfix=slew",
+             "-drive", f"file={disk},if=virtio,format={disk_format},cache=writeback"]
+    if seed is not None:
+        argv += ["-drive", f"file={seed},if=virtio,format=raw,readonly=on"]
+    net = f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+    if restrict:
+        net += ",restrict=on"
+    argv += ["-netdev", net, "-device", "virtio-net-pci,netdev=n0",
+             "-display", "none", "-monitor", "none",
+             "-chardev", f"socket,id=s0,path={serial_socket},server=on,wait=on",
+             "-serial", "chardev:s0"]
+    if qmp_socket is not None:
+        argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
+    if no_reboot:
+        argv.append("-no-reboot")
+    return argv
+
+
+def _mib(memory: str | int) -> str:
+    """``4096M``/``4G``/``4096`` -> ``4096`` (MiB, as -m wants it for a disk boot)."""
+    text = str(memory).strip().upper()
+    m = re.fullmatch(r"(\d+)([MG]?)B?", text)
+    if not m:
+        return text
+    n = int(m.group(1))
+    return str(n * 1024 if m.group(2) == "G" else n)
 
 
 class Machine:
@@ -289,6 +364,13 @@ class Machine:
     def build_argv(self, accel: AccelChoice, workdir: Path, ssh_port: int) -> list[str]:
         """The full QEMU command line (pure: no side effects)."""
         c = self.config
+        if c.disk is not None:
+            d = c.disk
+            return disk_boot_argv(accel=accel.accel, disk=d.disk, disk_format=d.format,
+                                  serial_socket=workdir / "console.sock", qmp_socket=workdir / "qmp.sock",
+                                  ssh_port=ssh_port, memory=_mib(c.memory), cpus=c.cpus, seed=d.seed,
+                                  no_reboot=d.no_reboot, restrict=d.restrict, qemu=c.qemu,
+                                  name=c.name) + list(c.extra_args)
         argv = [c.qemu, "-name", c.name, "-machine", "pc", *accel.args(),
                 "-m", str(c.memory), "-smp", str(c.cpus),
                 "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none",

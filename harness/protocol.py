@@ -31,9 +31,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from harness.conformance.traces import Step
-from harness.model.outcome import KINDS, Result
 from harness.ops import FLAG_TABLES, U64
+from harness.trace import KINDS, Result, ResultKind, Step
 
 __all__ = ["ProtocolError", "encode", "decode", "format_result", "CONTROL_RESET",
            "control_budget", "RESULT_KEYS", "VMEM_KEYS"]
@@ -212,7 +211,7 @@ def format_result(result: Result) -> str:
     parts = [f"kind={result.kind}"]
     if result.value is not None:
         parts.append(f"value={result.value}")
-    if result.kind == "error" and result.message is not None:
+    if result.kind is ResultKind.ERROR and result.message is not None:
         parts.append(f"errno={result.message}")
     a = result.attrs
     if "offset" in a:

@@ -1,7 +1,10 @@
 """Provisioning an illumos cloud image: the serial-console state machine.
 
 An illumos cloud image boots to ``console login:`` on ttya with no network,
-no swap, a small rpool and no compiler (spec/illumos-guests.md §1.1, §5.1).
+no swap, a small rpool and no compiler (README.md, "illumos guests (OpenIndiana,
+OmniOS)"; the same image is prepared by the public peer
+github.com/anyvm-org/openindiana-builder, hooks/vm_postBuild.sh and
+hooks/host_enableNetwork.py).
 This module turns it into a test base, once, over the serial console:
 
 * the *recipe* is a data table of :class:`Step` rows.  Each row has a name,
@@ -14,7 +17,7 @@ This module turns it into a test base, once, over the serial console:
   ``sendline``, ``wait_for``, ``tail``), so it is tested by replaying recorded
   transcripts;
 * :class:`SSHProvisioner` executes the command rows of the same table over
-  SSH (the OmniOS route: cloud-init NoCloud gives SSH, spec §5.2);
+  SSH (the OmniOS route: cloud-init NoCloud gives SSH, images/omnios.yaml);
 * :func:`recipe_hash` is the sha256 of the rendered recipe: a changed recipe
   changes the base image key, so the image is provisioned again.
 
@@ -22,12 +25,14 @@ Every step logs what it waits for; a step that gets stuck raises
 :class:`ProvisionError` naming the step, what it waited for and the last 20
 console lines.
 
-Console commands follow the spec's serial rules (§3.6): each command is sent
-as one line, wrapped in begin/end markers built from a fresh nonce (the
-echoed command line never contains the assembled marker), and the exit status
-travels in the end marker.  Lines are typed in small chunks with a short
-pause, and every line stays below the illumos canonical line limit
-(:data:`MAX_LINE`).
+Console commands follow the serial-console practice of public peers (the
+enter-enter-wait login of anyvm-org/openindiana-builder, the per-command
+``echo <marker>-$?-`` of Mno-hime/os-autoinst-distri-openindiana lib/utils.pm,
+a widened tty): each command is sent as one line, wrapped in begin/end
+markers built from a fresh nonce (the echoed command line never contains the
+assembled marker), and the exit status travels in the end marker.  Lines
+are typed in small chunks with a short pause, and every line stays below the
+illumos canonical line limit (:data:`MAX_LINE`).
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ SHELL_PROMPT_RE = r"DDIH-PROV# ?$"
 # the PS1 assignment never contains the prompt text itself (see the prompt step)
 SET_PROMPT = ("stty rows 40 columns 200; PS1=\"DDIH-PROV\"'# '; export PS1; unset PROMPT_COMMAND; "
               "__hb(){ printf '__B_%s\\n' \"$1\"; }; __he(){ printf '__H_%s:%d\\n' \"$1\" \"$2\"; }")
-"""Widen the tty (spec §3.6), set a prompt whose text the command line never contains, and define
+"""Widen the tty (``stty rows 40 columns 200``), set a prompt whose text the command line never contains, and define
 the marker functions (__hb: begin marker, __he: end marker with the exit status)."""
 
 MAINT_USER = r"Enter user name for system maintenance \(control-d to bypass\): ?"
@@ -186,7 +191,8 @@ def login_steps(boot_timeout: float = 600.0, settle: float = 20.0) -> list[Step]
     return [
         Step("wait-login", "wait", timeout=boot_timeout, console_only=True,
              handlers=(Handler("login", LOGIN_SEEN, "done"),)),
-        # spec §5.1 step 3 / §3.6: two enters, let getty settle, then the prompt must be the last thing
+        # two enters, let getty settle (slow consoles merge early enters into the user name),
+        # then the prompt must be the last thing
         Step("settle-getty", "wait", send="\n\n", settle=settle, timeout=120, console_only=True,
              handlers=(Handler("login-prompt", LOGIN_PROMPT, "done"),)),
         Step("login", "wait", send="root\n", timeout=120, console_only=True,
@@ -227,7 +233,8 @@ def _pkg_steps(packages: str, timeout_scale: float) -> list[Step]:
     return [
         _cmd("pkg-install", f"pkg install --accept {packages}", 3600 * timeout_scale,
              ok_status=(0, 4), recover_if=PKG_CONSTRAINT, recover=("pkg-update", "reboot")),
-        # recovery only (spec §5.1 step 4): update the image, reboot into the new BE, retry
+        # recovery only (a constraint or incorporation error): update the image, reboot into
+        # the new BE, retry; pkg(1): exit status 4 means nothing to do
         _cmd("pkg-update", "pkg update --accept", 3600 * timeout_scale, ok_status=(0, 4), optional=True),
         Step("reboot", "wait", send="reboot\n", timeout=900 * timeout_scale, optional=True,
              console_only=True, handlers=(Handler("login", LOGIN_SEEN, "done"),)),
@@ -250,7 +257,7 @@ HOST_KEY_RE = r"(ssh-ed25519 [A-Za-z0-9+/=]+)"
 
 def openindiana_recipe(ssh_pubkey: str, kmem_flags: int = 0, *, accel: str = "kvm",
                        swap: str = "4g") -> list[Step]:
-    """The OpenIndiana cloud-image recipe (spec §5.1), over the serial console."""
+    """The OpenIndiana cloud-image recipe (README.md, "illumos guests"), over the serial console."""
     pub = _check_pubkey(ssh_pubkey)
     scale = 3.0 if accel == "tcg" else 1.0
     steps = login_steps(boot_timeout=1800 if accel == "tcg" else 600)
@@ -266,9 +273,9 @@ def openindiana_recipe(ssh_pubkey: str, kmem_flags: int = 0, *, accel: str = "kv
              "route -p add default 10.0.2.2 || netstat -rn | grep -q '^default  *10\\.0\\.2\\.2'", 60),
         _cmd("dns",
              "echo 'nameserver 10.0.2.3' > /etc/resolv.conf; cp /etc/nsswitch.dns /etc/nsswitch.conf", 30),
-        # SSH for root with our key only
-        _cmd("ssh-dir", "mkdir -p /root/.ssh && chmod 700 /root/.ssh", 30),
-        _cmd("ssh-key", f"echo '{pub}' > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys", 30),
+        # SSH for root with our key only, in root's home directory (~root: where sshd looks)
+        _cmd("ssh-dir", "mkdir -p ~root/.ssh && chmod 700 ~root/.ssh", 30),
+        _cmd("ssh-key", f"echo '{pub}' > ~root/.ssh/authorized_keys && chmod 600 ~root/.ssh/authorized_keys", 30),
         _cmd("permit-root-login",
              "grep -q '^PermitRootLogin' /etc/ssh/sshd_config && "
              "sed -i 's/^PermitRootLogin.*/PermitRootLogin without-password/' /etc/ssh/sshd_config || "
@@ -295,10 +302,11 @@ def openindiana_recipe(ssh_pubkey: str, kmem_flags: int = 0, *, accel: str = "kv
 
 
 def omnios_recipe(kmem_flags: int = 0, *, accel: str = "kvm", swap: str = "4g") -> list[Step]:
-    """The OmniOS recipe (spec §5.2): cloud-init has done network, SSH key and sshd; the rest over SSH."""
+    """The OmniOS recipe (README.md, "illumos guests"): cloud-init has done network, SSH key and sshd; the rest over SSH."""
     scale = 3.0 if accel == "tcg" else 1.0
     steps = [
-        # console-login is printed only after cloud-init:final (spec §1.2)
+        # console-login is printed only after cloud-init:final (it is an optional_all dependent
+        # of it: github.com/omniosorg/cloud-init, branch illumos, smf/cloud-init.xml)
         Step("wait-login", "wait", timeout=1800 if accel == "tcg" else 600, console_only=True,
              handlers=(Handler("login", LOGIN_SEEN, "done"),)),
         Step("verify-ssh", "host", timeout=300 * scale),
@@ -410,7 +418,7 @@ class ConsoleProvisioner:
             return ""
 
     def _type(self, text: str) -> None:
-        """Send ``text`` in small chunks (slow UARTs merge or drop fast input, spec §3.6)."""
+        """Send ``text`` in small chunks (slow UARTs merge or drop fast input)."""
         for i in range(0, len(text), self.chunk):
             self.console.send(text[i:i + self.chunk])
             if self.chunk_delay:
@@ -446,7 +454,7 @@ class ConsoleProvisioner:
         raise ProvisionError(step.name, waited, f"unexpected prompt: {h.text or h.name}", self._tail())
 
     def _maintenance(self, step: Step, waited: list[str]) -> None:
-        """System maintenance mode: a service failed at boot (spec §2: fail fast).
+        """System maintenance mode: a service failed at boot (fail fast: svc.startd(8)).
 
         With ``maintenance="diagnose"`` log in at the sulogin prompt (root,
         empty password) and run ``svcs -xv`` so the error says which service.

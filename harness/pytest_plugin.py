@@ -45,9 +45,11 @@ import pytest
 import yaml
 
 from harness.conformance.runner import StepRecord, TraceRecord, run_one
-from harness.conformance.traces import Trace, TraceLoader, load_trace_file, parse_trace
-from harness.model.outcome import Result
+from harness.conformance.traces import TraceLoader, load_trace_file, parse_trace
 from harness.ops import FLAG_TABLES, PAGESIZE
+from harness.options import RunOptions
+from harness.targets import TARGET_NAMES, TargetError, make_target
+from harness.trace import Result, Trace
 
 __all__ = ["DdiError", "DdiGuest", "DdiDriver", "Outcome", "ExportedPages", "ProgramResult",
            "ddih_pattern", "build_guest_program"]
@@ -55,7 +57,6 @@ __all__ = ["DdiError", "DdiGuest", "DdiDriver", "Outcome", "ExportedPages", "Pro
 REPO = Path(__file__).resolve().parents[1]
 LIBDDIH = REPO / "guest" / "libddih"
 KMOD = REPO / "kmod"
-TARGETS = ("linux", "openindiana", "omnios")
 GUEST_BIN = "/tmp/ddih/bin"
 _STASH_GUEST = pytest.StashKey["DdiGuest"]()
 
@@ -74,7 +75,7 @@ def ddih_pattern(seed: int, length: int) -> bytes:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("ddi-harness", "ddi-harness live guest")
-    g.addoption("--ddi-target", default="linux", choices=TARGETS,
+    g.addoption("--ddi-target", default="linux", choices=TARGET_NAMES,
                 help="guest to boot for the ddi_* fixtures (default: linux)")
     g.addoption("--ddi-accel", default="auto", choices=("auto", "kvm", "tcg"),
                 help="QEMU accelerator (default: auto = kvm when /dev/kvm works, else tcg)")
@@ -164,7 +165,7 @@ class ProgramResult:
 class DdiGuest:
     """The booted guest with the driver loaded (one per session).
 
-    ``target`` is the harness target (harness/targets/linux.py LinuxTarget);
+    ``target`` is the harness target (harness.targets.base.Target, made by the registry);
     it boots a fresh guest by itself when the current one died (a panic in a
     destructive test, say).
     """
@@ -208,15 +209,11 @@ class DdiGuest:
         return self.target.ssh
 
     def reload(self, *, destructive: bool | None = None, fault: str | None = None) -> None:
-        """rmmod and insmod the driver again (other parameters), replacing a dead guest."""
-        if hasattr(self.target, "reload"):
+        """Load the driver again with other parameters (a dead guest is replaced)."""
+        try:
             self.target.reload(fault=fault, destructive=destructive)
-            return
-        if fault:  # illumos targets: no fault injection, and a new mode needs a new guest
-            raise DdiError(f"the {self.name} target has no fault injection")
-        if destructive is not None and destructive != self.destructive:
-            self.target.destructive = destructive
-            self.target.replace_guest()
+        except TargetError as e:
+            raise DdiError(str(e)) from None
 
     def outstanding(self) -> int:
         """Objects the driver holds for all open files together (0 when nothing leaked)."""
@@ -281,16 +278,6 @@ class DdiGuest:
         self.target.close()
 
 
-def _make_target(name: str, workdir: Path, accel: str):
-    if name == "linux":
-        from harness.targets.linux import LinuxTarget
-
-        return LinuxTarget(workdir, destructive=False, accel=accel)
-    from harness.targets.illumos import IllumosTarget
-
-    return IllumosTarget(workdir, distro=name, destructive=False, accel=accel)
-
-
 @pytest.fixture(scope="session")
 def ddi_guest(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """The booted guest with the ddih driver loaded, shared by the session."""
@@ -301,7 +288,8 @@ def ddi_guest(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     wd = cfg.getoption("--ddi-workdir")
     workdir = Path(wd).resolve() if wd else tmp_path_factory.mktemp("ddi-harness")
     workdir.mkdir(parents=True, exist_ok=True)
-    target = _make_target(cfg.getoption("--ddi-target"), workdir, cfg.getoption("--ddi-accel"))
+    name = cfg.getoption("--ddi-target")
+    target = make_target(name, RunOptions(target=name, accel=cfg.getoption("--ddi-accel")), workdir)
     guest = DdiGuest(target, workdir, cfg.getoption("--ddi-budget-ms"))
     try:
         target.prepare()

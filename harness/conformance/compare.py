@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.conformance.traces import Expect
+from harness.trace import Expect
 from harness.model.outcome import Result, message_matches
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 from typing import Any, Iterable
 
-from harness.conformance.traces import Trace
+from harness.trace import Trace
 from harness.model import build
 from harness.model.base import ModelConfig
 from harness.model.outcome import Result
@@ -100,9 +100,12 @@ def render(doc: dict[str, Any], traces: Iterable[Trace] = ()) -> str:
                        f"<td class='c{' dep' if dep else ''}'>{_e(_res(s.get('documented')))}"
                        f"{'<br>departs: ' + _e(dep) if dep else ''}</td><td class='c'>{_e(verdict)}</td></tr>")
         out.append("</table>")
-        notes = [s["observed"].get("note") for s in t["steps"] if s.get("observed") and s["observed"].get("note")]
-        for n in notes:
-            out.append(f"<div>console excerpt:</div><pre>{_e(n)}</pre>")
+        for s in t["steps"]:
+            obs = s.get("observed") or {}
+            if obs.get("note"):
+                out.append(f"<div>step {s['index']}: {_e(obs['note'])}</div>")
+            if obs.get("excerpt"):
+                out.append(f"<div>step {s['index']}: console excerpt:</div><pre>{_e(obs['excerpt'])}</pre>")
         out.append("</details>")
 
     traces = list(traces)

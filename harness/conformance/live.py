@@ -1,36 +1,30 @@
-"""`ddi-harness run`: a conformance run against a live guest, with progress and reports."""
+"""`ddi-harness run`: a conformance run against a live guest, with progress and reports.
+
+Everything here takes a ``RunOptions`` (harness/options.py); only cli.py
+knows argparse.  ``start.json`` in the output directory holds the options and
+the traces themselves, so ``--resume`` finishes the same run.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from harness.conformance.runner import (RunSummary, TraceRecord, load_partial, manifest, run_conformance,
-                                        write_json, write_junit)
-from harness.conformance.traces import TraceError, load_traces
+from harness.conformance.runner import (Job, RunSummary, TraceRecord, load_partial, manifest, run_conformance,
+                                        run_parallel, write_json, write_junit)
+from harness.conformance.traces import TraceError, load_traces, parse_trace
+from harness.options import RunOptions
+from harness.targets import TargetError, check_options, make_target
+from harness.targets.base import Target, UnloadResult
+from harness.trace import Trace
 
 CORPUS = Path(__file__).resolve().parent.parent / "traces"
-TARGETS = ("linux", "openindiana", "omnios")
 
 
-def make_target(name: str, workdir: Path, destructive: bool, accel: str, log, progress, kmem_flags: int = 0,
-                fault: str = ""):
-    if name == "linux":
-        from harness.targets.linux import LinuxTarget
-
-        return LinuxTarget(workdir, destructive=destructive, accel=accel, log=log, progress=progress,
-                           fault=fault)
-    if fault:
-        raise SystemExit("error: --fault is only available on the linux target")
-    from harness.targets.illumos import IllumosTarget
-
-    return IllumosTarget(workdir, distro=name, destructive=destructive, accel=accel, log=log,
-                         progress=progress, kmem_flags=kmem_flags)
-
-
-def run_command(args: argparse.Namespace) -> int:
+def run_command(options: RunOptions, *, replay_traces: list[Trace] | None = None,
+                resume: str | None = None) -> int:
+    """A whole run: select traces, bring targets up, run, shrink, report.  The exit status."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -39,37 +33,41 @@ def run_command(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     done: dict[str, TraceRecord] = {}
-    if getattr(args, "resume", None):
+    if resume:
         try:
-            args, traces, paths = resume_state(Path(args.resume))
-        except (OSError, ValueError, KeyError, TraceError) as e:
-            print(f"error: cannot resume {args.resume}: {e}; give the --out directory of an "
+            options, traces, paths = resume_state(Path(resume))
+        except (OSError, ValueError, KeyError, TypeError, TraceError) as e:
+            print(f"error: cannot resume {resume}: {e}; give the --out directory of an "
                   "interrupted run (it holds start.json and results.jsonl)", file=sys.stderr)
             return 2
-        done = load_partial(Path(args.out))
-        console.print(f"resuming {args.out}: {len(done)} of {len(traces)} traces already done")
+        done = load_partial(Path(options.out))
+        console.print(f"resuming {options.out}: {len(done)} of {len(traces)} traces already done")
     else:
         try:
-            traces, paths = select_traces(args)
+            traces, paths = select_traces(options, replay_traces)
         except TraceError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    out = Path(args.out)
+    try:
+        check_options(options.target, options)  # settings the target cannot honour fail before any work
+    except TargetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     if not done:
-        save_start(out, args, traces, paths)
+        save_start(out, options, traces, paths)
     log = lambda s: console.print(f"[dim]{escape(s)}[/dim]")  # noqa: E731
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         image_progress = stage_progress(bar)
 
-        def new_target(workdir: Path):
-            return make_target(args.target, workdir, args.destructive, args.accel, log, image_progress,
-                               getattr(args, "kmem_flags", 0) or 0, getattr(args, "fault", "") or "")
+        def new_target(workdir: Path) -> Target:
+            return make_target(options.target, options, workdir, log=log, progress=image_progress)
 
-        jobs = max(1, getattr(args, "jobs", 1) or 1)
-        task = bar.add_task(f"{args.target} x{jobs}", total=len(traces))
+        jobs = max(1, options.jobs)
+        task = bar.add_task(f"{options.target} x{jobs}", total=len(traces))
         bar.advance(task, len(done))
 
         def on_trace(rec: TraceRecord) -> None:
@@ -80,8 +78,8 @@ def run_command(args: argparse.Namespace) -> int:
                                                              f"{(d.mismatches + d.expect_failures)[0]}"))
 
         interrupted = False
-        shrunk, unloaded, left = [], False, -1
-        run_budget = getattr(args, "run_budget", None)
+        shrunk: list = []
+        unload = UnloadResult(False, -1, "the run did not reach the end")
         if jobs == 1:
             target = new_target(out / "work")
             try:
@@ -89,65 +87,62 @@ def run_command(args: argparse.Namespace) -> int:
                 target.boot()
             except Exception as e:
                 target_close(target)
-                console.print(f"[red]error:[/red] could not bring up the {args.target} guest: "
+                console.print(f"[red]error:[/red] could not bring up the {options.target} guest: "
                               f"{escape(str(e))}")
                 return 2
-            bar.update(task, description=f"{args.target} ({target.facts.accelerator})")
+            bar.update(task, description=f"{options.target} ({target.facts.accelerator})")
             try:
-                summary = run_conformance(target, traces, destructive=args.destructive,
-                                          budget_ms=args.budget_ms, out_dir=out, on_trace=on_trace,
-                                          run_budget_s=run_budget, done=done, append=bool(done))
-                shrunk = shrink_divergences(target, traces, summary, args, log)
-                unloaded, left = target.unload()
+                summary = run_conformance(target, traces, destructive=options.destructive,
+                                          budget_ms=options.budget_ms, out_dir=out, on_trace=on_trace,
+                                          run_budget_s=options.run_budget, done=done, append=bool(done))
+                shrunk = shrink_divergences(target, traces, summary, options, log)
+                unload = target.unload()
             except KeyboardInterrupt:
                 interrupted = True
-                partial = load_partial(out)
-                summary = RunSummary(traces=[partial[t.name] for t in traces if t.name in partial])
+                summary = _partial(out, traces)
+                unload = UnloadResult(False, -1, "interrupted (Ctrl-C) before the driver was unloaded")
             finally:
                 target_close(target)
         else:
-            from harness.conformance.runner import run_parallel
-
             try:
-                summary, targets = run_parallel(lambda i: new_target(out / "work" / f"job-{i}"), jobs, traces,
-                                                destructive=args.destructive, budget_ms=args.budget_ms,
-                                                out_dir=out, on_trace=on_trace, run_budget_s=run_budget,
-                                                done=done, append=bool(done), log=log)
+                summary, finished = run_parallel(lambda i: new_target(out / "work" / f"job-{i}"), jobs, traces,
+                                                 destructive=options.destructive, budget_ms=options.budget_ms,
+                                                 out_dir=out, on_trace=on_trace, run_budget_s=options.run_budget,
+                                                 done=done, append=bool(done), log=log)
             except KeyboardInterrupt:
-                interrupted, targets = True, []
-                partial = load_partial(out)
-                summary = RunSummary(traces=[partial[t.name] for t in traces if t.name in partial])
-            if not targets:
-                console.print(f"[red]error:[/red] no {args.target} guest came up")
+                interrupted, finished = True, []
+                summary = _partial(out, traces)
+            if not finished:
+                console.print(f"[red]error:[/red] no {options.target} guest came up")
                 return 2
-            target = targets[0]
-            results = [getattr(t, "unload_result", (False, -1)) for t in targets]
-            unloaded = all(u for u, _ in results)
-            left = sum(n for _, n in results if n > 0) if unloaded else -1
-            target.facts.boots = sum(t.facts.boots for t in targets)
-            target.facts.guest_replacements = sum(t.facts.guest_replacements for t in targets)
-            if summary.divergences and not getattr(args, "no_shrink", False) and not interrupted:
+            target = finished[0].target
+            unload = _combined_unload(finished)
+            target.facts.boots = sum(j.target.facts.boots for j in finished)
+            target.facts.guest_replacements = sum(j.target.facts.guest_replacements for j in finished)
+            if summary.divergences and options.shrink and not interrupted:
                 shrinker = new_target(out / "work" / "shrink")  # one more guest, only to shrink
                 try:
                     shrinker.prepare()
                     shrinker.boot()
-                    shrunk = shrink_divergences(shrinker, traces, summary, args, log)
+                    shrunk = shrink_divergences(shrinker, traces, summary, options, log)
                 finally:
                     target_close(shrinker)
-    man = manifest(target, paths, args.destructive, sys.argv)
-    man["budget_ms"], man["seed"] = args.budget_ms, (args.seed if args.generate else None)
-    man["kmem_flags"] = getattr(args, "kmem_flags", 0) or 0
-    man["fault"] = getattr(args, "fault", "") or ""
+    man = manifest(target, paths, options.destructive, sys.argv)
+    man["budget_ms"], man["seed"] = options.budget_ms, (options.seed if options.generate else None)
+    man["kmem_flags"] = options.kmem_flags
+    man["fault"] = options.fault
     man["regressions_written"] = [str(r.path) for r in shrunk]
-    man["driver_unloaded"], man["outstanding_at_unload"] = unloaded, left
+    man["driver_unloaded"], man["outstanding_at_unload"] = unload.unloaded, unload.outstanding
+    man["driver_unload"] = unload.describe()
     man["interrupted"] = interrupted
     man["jobs"] = jobs
-    man["shard"] = getattr(args, "shard", None)
-    json_path = Path(args.json) if args.json else out / "run.json"
-    junit_path = Path(args.junit) if args.junit else out / "junit.xml"
+    man["shard"] = options.shard
+    man["options"] = options.to_json()
+    json_path = Path(options.json) if options.json else out / "run.json"
+    junit_path = Path(options.junit) if options.junit else out / "junit.xml"
     write_json(json_path, summary, man)
     write_junit(junit_path, summary, man)
-    html_path = Path(args.html) if getattr(args, "html", None) else out / "report.html"
+    html_path = Path(options.html) if options.html else out / "report.html"
     from harness.conformance.html import render
 
     html_path.write_text(render(json.loads(json_path.read_text()), traces))
@@ -159,32 +154,42 @@ def run_command(args: argparse.Namespace) -> int:
     return 1 if summary.divergences else 0
 
 
+def _partial(out: Path, traces: list[Trace]) -> RunSummary:
+    partial = load_partial(out)
+    return RunSummary(traces=[partial[t.name] for t in traces if t.name in partial])
+
+
+def _combined_unload(jobs: list[Job]) -> UnloadResult:
+    """Every job's driver unloaded: the outstanding objects add up; else the first reason."""
+    for i, j in enumerate(jobs):
+        if j.unload is None or not j.unload.unloaded:
+            why = j.error or (j.unload.why if j.unload else "it did not finish")
+            return UnloadResult(False, -1, f"job {i}: {why}")
+    return UnloadResult(True, sum(max(j.unload.outstanding, 0) for j in jobs))
+
+
 START = "start.json"
 
 
-def save_start(out: Path, args: argparse.Namespace, traces, paths: list[str]) -> None:
-    """What a run needs to be resumed: its settings and the traces themselves."""
-    keep = {k: v for k, v in vars(args).items() if isinstance(v, (str, int, float, bool, type(None), list))
-            and k not in ("func", "resume")}
-    (out / START).write_text(json.dumps({"args": keep, "paths": paths,
+def save_start(out: Path, options: RunOptions, traces: list[Trace], paths: list[str]) -> None:
+    """What a run needs to be resumed: its options and the traces themselves."""
+    (out / START).write_text(json.dumps({"options": options.to_json(), "paths": paths,
                                          "traces": [t.to_yaml_dict() for t in traces]}, indent=1))
 
 
-def resume_state(out: Path):
-    from harness.conformance.traces import parse_trace
-
+def resume_state(out: Path) -> tuple[RunOptions, list[Trace], list[str]]:
     doc = json.loads((out / START).read_text())
-    ns = argparse.Namespace(**doc["args"])
-    ns.out, ns.resume = str(out), None
+    options = RunOptions.from_json(doc["options"]).replace(out=str(out))
     traces = [parse_trace(t, source=str(out / START)) for t in doc["traces"]]
-    return ns, traces, doc["paths"]
+    return options, traces, doc["paths"]
 
 
-def shrink_divergences(target, traces, summary, args, log) -> list:
-    """Shrink each divergent trace on the live guest and keep it under --regressions."""
+def shrink_divergences(target: Target, traces: list[Trace], summary: RunSummary, options: RunOptions,
+                       log) -> list:
+    """Shrink each divergent trace on the live guest and keep it under the regressions directory."""
     from harness.conformance.shrink import keep, shrink
 
-    if getattr(args, "no_shrink", False):
+    if not options.shrink or options.regressions is None:
         return []
     by_name = {t.name: t for t in traces}
     kept = []
@@ -192,9 +197,9 @@ def shrink_divergences(target, traces, summary, args, log) -> list:
         trace = by_name.get(rec.name)
         if rec.first_divergence is None or trace is None or trace.name.endswith("-min"):
             continue
-        res = shrink(target, trace, rec, args.destructive, args.budget_ms, log=log)
+        res = shrink(target, trace, rec, options.destructive, options.budget_ms, log=log)
         if res is not None:
-            keep(res, Path(args.regressions))
+            keep(res, Path(options.regressions))
             log(f"kept {res.path} ({len(res.minimal.steps)} steps)")
             kept.append(res)
         if len(kept) >= 10:
@@ -202,27 +207,29 @@ def shrink_divergences(target, traces, summary, args, log) -> list:
     return kept
 
 
-def select_traces(args: argparse.Namespace) -> tuple[list, list[str]]:
-    """The traces a run executes: regressions first, then the corpus (or --traces), or generated ones."""
+def select_traces(options: RunOptions, replay_traces: list[Trace] | None = None) -> tuple[list[Trace], list[str]]:
+    """The traces a run executes: regressions first, then the corpus (or --traces), or generated
+    ones; a replay runs the recorded traces."""
     from harness.conformance.generate import generate
 
-    if getattr(args, "replay_traces", None) is not None:
-        return args.replay_traces, ["(replayed from a run.json)"]
-    if args.generate:
-        traces = generate(args.generate, args.seed)
-        paths = [f"generated: {args.generate} traces, seed {args.seed}"]
+    if replay_traces is not None:
+        traces, paths = list(replay_traces), ["(replayed from a run.json)"]
+    elif options.generate:
+        traces = generate(options.generate, options.seed)
+        paths = [f"generated: {options.generate} traces, seed {options.seed}"]
     else:
-        paths = args.traces or [str(CORPUS)]
+        paths = list(options.traces) or [str(CORPUS)]
         traces = load_traces(paths)
-    regressions = Path(args.regressions)
-    if regressions.is_dir() and any(regressions.glob("*.yaml")):
+    regressions = Path(options.regressions) if options.regressions else None
+    if replay_traces is None and regressions is not None and regressions.is_dir() \
+            and any(regressions.glob("*.yaml")):
         kept = load_traces([regressions])
         names = {t.name for t in kept}
         traces = kept + [t for t in traces if t.name not in names]
         paths = [str(regressions)] + paths
-    if args.match:
-        traces = [t for t in traces if args.match in t.name]
-    shard = getattr(args, "shard", None)
+    if options.match:
+        traces = [t for t in traces if options.match in t.name]
+    shard = options.shard
     if shard:
         i, n = parse_shard(shard)
         traces = sorted(traces, key=lambda t: t.name)[i - 1::n]
@@ -241,20 +248,17 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def replay_command(args: argparse.Namespace) -> int:
-    """Rerun a recorded run: the same traces (as recorded), target, mode and budget."""
-    from harness.conformance.traces import parse_trace
-
-    doc = json.loads(Path(args.run_json).read_text())
+def replay_options(run_json: str, *, out: str, match: str | None, accel: str) -> tuple[RunOptions, list[Trace]]:
+    """The options and traces of a recorded run, to run them again: same target, driver mode,
+    budget and faults; no regressions replayed first, nothing shrunk."""
+    doc = json.loads(Path(run_json).read_text())
     man = doc["manifest"]
-    traces = [parse_trace(t["definition"], source=f"{args.run_json}") for t in doc["traces"] if t.get("definition")]
-    ns = argparse.Namespace(target=man["target"], traces=None, match=args.match, out=args.out, json=None,
-                            junit=None, html=None, destructive=man.get("destructive", False),
-                            budget_ms=man.get("budget_ms", 2000), accel=args.accel, generate=0,
-                            seed=man.get("seed"), regressions="/nonexistent", replay_traces=traces,
-                            kmem_flags=man.get("kmem_flags", 0), fault=man.get("fault", ""),
-                            no_shrink=True)
-    return run_command(ns)
+    traces = [parse_trace(t["definition"], source=run_json) for t in doc["traces"] if t.get("definition")]
+    options = RunOptions(target=man["target"], match=match, out=out, destructive=man.get("destructive", False),
+                         budget_ms=man.get("budget_ms", 2000), accel=accel, seed=man.get("seed") or 1,
+                         regressions=None, kmem_flags=man.get("kmem_flags", 0) or 0,
+                         fault=man.get("fault", "") or "", shrink=False)
+    return options, traces
 
 
 def target_close(target) -> None:
@@ -287,9 +291,8 @@ def print_summary(console, summary: RunSummary, man: dict, json_path: Path, juni
     deps = summary.departures
     table.add_row("departures", f"{len(deps)} steps outside the manual pages' contract "
                                 f"({sum(d['known'] for d in deps)} known, predicted by the model)")
-    table.add_row("driver unload", "ok, nothing outstanding" if man.get("driver_unloaded") and
-                  man.get("outstanding_at_unload") == 0 else
-                  f"unloaded={man.get('driver_unloaded')} outstanding={man.get('outstanding_at_unload')}")
+    table.add_row("driver unload", man.get("driver_unload") or
+                  UnloadResult(bool(man.get("driver_unloaded")), man.get("outstanding_at_unload", -1)).describe())
     table.add_row("reports", f"{json_path}  {junit_path}  {html_path}")
     console.print(table)
     for t in diverged[:20]:

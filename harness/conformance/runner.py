@@ -15,23 +15,15 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 from xml.etree import ElementTree as ET
 
 from harness import __version__
 from harness.conformance.compare import Mismatch, check_expect, compare
-from harness.conformance.traces import Trace
 from harness.model import build
 from harness.model.base import ModelConfig
-from harness.model.outcome import Result
-
-
-class Target(Protocol):
-    name: str
-    model_name: str
-    facts: Any
-
-    def run_trace(self, trace: Trace, budget_ms: int) -> list[Result]: ...
+from harness.targets.base import Target, UnloadResult
+from harness.trace import Result, ResultKind, Trace
 
 
 @dataclass
@@ -167,9 +159,9 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
                 finish(TraceRecord(trace.name, trace.source, 0.0, skipped=why), trace)
             else:
                 todo.append(trace)
-        # stream many traces per ddictl session where the target can, one at a time otherwise
-        # (destructive runs expect panics: one trace at a time, pinned to its step)
-        stream = target.run_many(todo, budget_ms) if hasattr(target, "run_many") and not destructive else \
+        # stream many traces per driver session where the target can (it goes one at a time in
+        # destructive mode: panics are expected there, each pinned to its step)
+        stream = target.run_many(todo, budget_ms) if target.streaming else \
             ((t, target.run_trace(t, budget_ms)) for t in todo)
         for trace, observed in stream:
             if run_budget_s is not None and time.monotonic() - t_run > run_budget_s:
@@ -189,27 +181,37 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
     return summary
 
 
+@dataclass
+class Job:
+    """One guest of a parallel run: its target (closed; its facts stay readable) and how it ended."""
+
+    target: Target
+    unload: UnloadResult | None = None  # None: the job never reached the end of its traces
+    error: str | None = None
+
+
 def run_parallel(make_target: Callable[[int], Target], jobs: int, traces: list[Trace], *,
                  destructive: bool = False, budget_ms: int = 2000, out_dir: Path | None = None,
                  on_trace: Callable[[TraceRecord], None] = lambda t: None,
                  run_budget_s: float | None = None, done: dict[str, TraceRecord] | None = None,
                  append: bool = False, chunk: int = 40,
-                 log: Callable[[str], None] = lambda s: None) -> tuple[RunSummary, list[Any]]:
+                 log: Callable[[str], None] = lambda s: None) -> tuple[RunSummary, list[Job]]:
     """``jobs`` guests, each in its own thread for its whole life (QEMU dies with the
     thread that started it), taking chunks of traces from one queue.  Returns the
-    summary and each finished target (closed; its facts stay readable)."""
+    summary and each job, in the order they started."""
     sink = Sink(out_dir, append)
     lock = threading.Lock()
     queue = [t for t in traces if not (done and t.name in done)]
     records: dict[str, TraceRecord] = dict(done or {})
-    targets: list[Any] = []
+    finished: list[Job] = []
     errors: list[str] = []
     t0 = time.monotonic()
 
     def worker(i: int) -> None:
-        target = make_target(i)
+        job = Job(make_target(i))
+        target = job.target
         with lock:
-            targets.append(target)
+            finished.append(job)
         try:
             target.prepare()
             target.boot()
@@ -223,10 +225,11 @@ def run_parallel(make_target: Callable[[int], Target], jobs: int, traces: list[T
                                           on_trace=on_trace, run_budget_s=left, sink=sink)
                 with lock:
                     records.update({r.name: r for r in summary.traces})
-            target.unload_result = target.unload()
+            job.unload = target.unload()
         except Exception as e:  # a job that cannot run leaves its traces to the others
+            job.error = f"{type(e).__name__}: {e}"
             with lock:
-                errors.append(f"job {i}: {type(e).__name__}: {e}")
+                errors.append(f"job {i}: {job.error}")
             log(f"job {i} failed: {e}")
         finally:
             try:
@@ -245,7 +248,7 @@ def run_parallel(make_target: Callable[[int], Target], jobs: int, traces: list[T
         records[t.name] = TraceRecord(t.name, t.source, 0.0, skipped="no guest could run it: "
                                       + ("; ".join(errors) or "unknown"), definition=t.to_yaml_dict())
     summary = RunSummary(traces=[records[t.name] for t in traces], seconds=time.monotonic() - t0)
-    return summary, targets
+    return summary, finished
 
 
 def load_partial(out_dir: Path) -> dict[str, TraceRecord]:
@@ -293,17 +296,16 @@ def run_one(target: Target, trace: Trace, destructive: bool, budget_ms: int,
         if obs is None:
             sr.mismatches.append("no result: the guest stopped before this step")
         else:
-            sr.mismatches = [str(m) for m in diverges(predicted, obs, step.op,
-                                                      getattr(target, "unobservable", frozenset()))]
+            sr.mismatches = [str(m) for m in diverges(predicted, obs, step.op, target.unobservable)]
             exp = step.expect.get(target.model_name)
             if exp is not None:
                 sr.expect_failures = [f"expect_{target.model_name} {m}" for m in check_expect(exp, obs)]
-        if obs is not None and obs.kind == "hang" and predicted.kind != "hang":
+        if obs is not None and obs.kind is ResultKind.HANG and predicted.kind is not ResultKind.HANG:
             sr.mismatches.append(f"unexpected hang: {obs.note or f'killed after {budget_ms / 1000:g} s in step {i + 1}'}")
         rec.steps.append(sr)
         on_step(sr)
         if obs is None or obs.terminal or predicted.terminal:
-            rec.end = obs.kind if obs is not None and obs.terminal else ("no result" if obs is None else "completed")
+            rec.end = obs.kind.value if obs is not None and obs.terminal else ("no result" if obs is None else "completed")
             break
     rec.seconds = round(time.monotonic() - t0, 3)
     return rec
@@ -337,7 +339,7 @@ def departures(step, allowed: Result, observed: Result) -> list[Mismatch]:
     pointers, counters and notes are not part of any contract.
     """
     if allowed.kind != observed.kind:
-        if observed.kind == "null" and allowed.attrs.get("may_fail"):
+        if observed.kind is ResultKind.NULL and allowed.attrs.get("may_fail"):
             return []
         return [Mismatch("kind", allowed.short(), observed.short())]
     out: list[Mismatch] = []
@@ -359,7 +361,7 @@ def departures(step, allowed: Result, observed: Result) -> list[Mismatch]:
 # ---------------------------------------------------------------- reports
 
 def manifest(target: Target, traces_arg: list[str], destructive: bool, argv: list[str]) -> dict[str, Any]:
-    facts = asdict(target.facts) if hasattr(target.facts, "__dataclass_fields__") else dict(target.facts)
+    facts = asdict(target.facts)
     return {"harness_version": __version__, "target": target.name, "model": target.model_name,
             "destructive": destructive, "traces": traces_arg, "command": argv,
             "host": platform.node(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1,5 +1,8 @@
 """Trace files: load YAML, validate every step, and fail before anything runs.
 
+The types (``Trace``, ``Step``, ``Expect``) are ``harness.trace``'s; this
+module only reads and checks the files.
+
 A trace is ``name``, optional ``about``, optional ``destructive`` (its
 expected outcome panics or hangs a kernel), optional ``config`` (kernel
 settings the expectations assume, e.g. ``kmem_flags: 0xf``; ``destructive:
@@ -15,16 +18,17 @@ Every error names the file, the step number (1-based) and the fix.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
-from harness.model.outcome import KINDS
-from harness.ops import FLAG_TABLES, OPS, U64, Arg, OpSpec
+from harness.model import MODEL_NAMES
+from harness.ops import FLAG_TABLES, OPS, U64, Arg
+from harness.trace import KINDS, Expect, Step, Trace
 
-MODEL_NAMES = ("illumos", "documented", "linux")
+__all__ = ["TraceError", "TraceLoader", "Expect", "Step", "Trace", "MODEL_NAMES", "load_trace_file",
+           "load_traces", "parse_trace", "dump_trace"]
 CONFIG_KEYS = {"kmem_flags": int, "debug": bool, "destructive": bool}
 TRACE_KEYS = {"name", "about", "steps", "destructive", "config"}
 EXPECT_KEYS = {"kind", "value", "message", "panic", "error", "warnings", "attrs", "state"}
@@ -51,86 +55,6 @@ class TraceError(ValueError):
         self.source, self.step, self.problem, self.fix = source, step, problem, fix
         where = f"{source}: step {step}" if step else source
         super().__init__(f"{where}: {problem}. Fix: {fix}")
-
-
-@dataclass(frozen=True)
-class Expect:
-    """What a step should produce; only the fields given are checked."""
-
-    kind: str | None = None
-    value: int | None = None
-    message: str | None = None
-    warnings: tuple[str, ...] | None = None
-    attrs: dict[str, Any] | None = None
-    state: dict[str, int] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in self.__dict__.items() if v is not None}
-
-
-@dataclass(frozen=True)
-class Step:
-    op: str
-    args: dict[str, Any]
-    expect: dict[str, Expect] = field(default_factory=dict)  # model name -> expectation
-
-    @property
-    def spec(self) -> OpSpec:
-        return OPS[self.op]
-
-    def flags(self, arg: str) -> int:
-        spec = self.spec.arg_map[arg]
-        bits = 0
-        for n in self.args[arg]:
-            bits |= FLAG_TABLES[spec.flag_table][n]
-        return bits
-
-    def call_text(self) -> str:
-        """The step as a C-like call: ``rmalloc(m, 150)``."""
-        parts = []
-        for a in self.spec.args:
-            v = self.args.get(a.name)
-            if a.kind == "flags":
-                parts.append("|".join(v) if v else "0")
-            elif v is None and not a.required:
-                continue
-            elif a.kind == "name" and v is None:
-                parts.append("NULL")
-            else:
-                parts.append(str(v).lower() if isinstance(v, bool) else str(v))
-        return f"{self.op}({', '.join(parts)})"
-
-    def to_yaml_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"op": self.op}
-        for a in self.spec.args:
-            if a.name in self.args and (a.required or self.args[a.name] != a.default):
-                v = self.args[a.name]
-                d[a.name] = list(v) if isinstance(v, tuple) else v
-        for model, e in self.expect.items():
-            d["expect" if model == "illumos" else f"expect_{model}"] = e.to_json()
-        return d
-
-
-@dataclass(frozen=True)
-class Trace:
-    name: str
-    steps: tuple[Step, ...]
-    about: str = ""
-    destructive: bool = False
-    config: dict[str, Any] = field(default_factory=dict)
-    source: str = "<memory>"
-
-    def to_yaml_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name}
-        if self.about:
-            d["about"] = self.about
-        if self.destructive:
-            d["destructive"] = True
-        if self.config:
-            d["config"] = dict(self.config)
-        d["steps"] = [s.to_yaml_dict() for s in self.steps]
-        return d
 
 
 # ---------------------------------------------------------------- loading

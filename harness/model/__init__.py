@@ -1,7 +1,7 @@
 """Reference models: pure Python, no I/O.  ``build(name, config)`` makes one.
 
-Kept free of imports at package level: the trace loader imports
-harness.model.outcome, and the models import the trace loader.
+The one registry of models: their names are written here and nowhere else.
+Kept free of imports at package level, so naming a model loads none.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ MODELS = {
     "documented": ("harness.model.documented", "DocumentedModel"),
     "linux": ("harness.model.linux", "LinuxModel"),
 }
+MODEL_NAMES = tuple(MODELS)
 
 
 def build(name: str, config: "ModelConfig | None" = None) -> "Model":

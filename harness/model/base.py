@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from harness.conformance.traces import Step, Trace
+from harness.trace import Step, Trace
 from harness.model.outcome import Result
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from harness.conformance.traces import Step
+from harness.trace import Step
 from harness.model import outcome as R
 from harness.model.base import ModelConfig
 from harness.model.outcome import Result

@@ -9,11 +9,11 @@ with EINVAL and nothing changes.
 
 from __future__ import annotations
 
-from harness.conformance.traces import Step
+from harness.trace import Step
 from harness.model import outcome as R
 from harness.model.base import ModelConfig
 from harness.model.kmem import KmemState
-from harness.model.outcome import Result
+from harness.model.outcome import Result, ResultKind
 from harness.model.rmap import RmapState
 from harness.model.umem import UmemState
 from harness.model.vmem import VmemPanic
@@ -71,7 +71,7 @@ class IllumosModel:
                                     a["maplen"], a["setup_twice"])
         if op in ("kmem_alloc", "kmem_zalloc"):
             result = self.kmem.alloc(a["buf"], a["size"], step.flags("flags"), op == "kmem_zalloc")
-            if result.kind == "panic" and not self.config.destructive:
+            if result.kind is ResultKind.PANIC and not self.config.destructive:
                 return refused(result.message or "")
             return result
         return self._kmem_free(a["buf"], a["size"])
@@ -107,7 +107,7 @@ class IllumosModel:
             buf = self.kmem.bufs.get(name) if name else None
             saved = None if buf is None else (buf.freed,)
             result, corrupts = self.kmem.free(name, size)
-            if result.kind == "panic" or corrupts:
+            if result.kind is ResultKind.PANIC or corrupts:
                 if buf is not None and saved is not None:
                     buf.freed = saved[0]
                 return refused(result.message or result.note or "heap corruption")

@@ -1,4 +1,4 @@
-"""illumos kmem_alloc / kmem_zalloc / kmem_free (spec illumos-semantics 4(b)).
+"""illumos kmem_alloc / kmem_zalloc / kmem_free (usr/src/uts/common/os/kmem.c; kmem_alloc(9F)).
 
 Routing by size: 29 small caches (1..4096), 17 big caches (4097..131072),
 then the page-quantum oversize vmem arena.  A cache's alignment is PAGESIZE
@@ -131,7 +131,7 @@ class KmemState:
         return self._debug_free(buf, ptr, size, free_cache), False
 
     def _debug_free(self, buf: Buffer, ptr: str, size: int, free_cache: int) -> Result:
-        """kmem_cache_free_debug + kmem_error with KMF_BUFTAG (spec 4(b) items 1-5)."""
+        """kmem_cache_free_debug() + kmem_error() with KMF_BUFTAG (usr/src/uts/common/os/kmem.c)."""
         cache_name = f"kmem_alloc_{free_cache}"
         if buf.cache is None:
             lines = ["kernel memory allocator: invalid free: buffer not in cache"]

@@ -2,13 +2,17 @@
 
 Two layers, kept apart on purpose:
 
-1. The raw kernel (shared/spec/linux-semantics.md): ``GenPool`` is the
-   pseudo-code of section 1.11 (gen_pool_create(0, -1), first-fit bitmap,
-   chunks newest-first, partial frees, BUG 505/508/255), with the allocated
-   units of each chunk held as a sorted list of merged half-open intervals
-   (bisect) instead of a bitmap; ``_Slab`` is the SLUB freelist-hardening
-   check of section 3.6 (BUG at mm/slub.c:419) and the large-kmalloc double
-   free WARN; ``ksize``/``kmalloc_align`` are the class table of section 3.2.
+1. The raw kernel (Linux 6.1 as Debian builds it, 6.1.192-2): ``GenPool`` is
+   lib/genalloc.c: gen_pool_create(0, -1), gen_pool_add_owner(),
+   gen_pool_alloc_algo_owner() with gen_pool_first_fit() (first-fit bitmap,
+   chunks newest-first), gen_pool_free_owner() (partial frees, BUG 505/508)
+   and gen_pool_destroy() (BUG 255), with the allocated units of each chunk
+   held as a sorted list of merged half-open intervals (bisect) instead of a
+   bitmap; ``_Slab`` is the SLUB freelist-hardening check of mm/slub.c:
+   set_freepointer() (BUG at mm/slub.c:419) and the large-kmalloc double free
+   WARN of mm/slab_common.c: free_large_kmalloc(); ``ksize``/``kmalloc_align``
+   are the size classes of mm/slab_common.c: kmalloc_slab() (size_index[],
+   kmalloc_info[]) and kmalloc_large().
    Kernel failures are raised as ``KernelBug`` and become ``panic`` results.
 
 2. The driver (kmod/README.md, "Linux port policy"): every refusal of the
@@ -19,8 +23,8 @@ Two layers, kept apart on purpose:
    sanity guards (size 0, wrapping range, index 0, the 2^24 chunk cap, the
    4096-chunk limit, rmfreemap while a waiter sleeps, umem/kmem caps) stay on
    in both modes, exactly as kmod/linux/ddih.c does.  Tests may pass
-   ``guards=()`` to get the bare kernel mapping of the spec (the rows marked
-   "⟂" in section 6).
+   ``guards=()`` to get the bare kernel behaviour (what the requests the
+   guards refuse would do in the kernel).
 
 Results: see harness/model/outcome.py.  Every rmap result except rmfreemap,
 panic and hang carries ``state={"avail": gen_pool_avail, "total":
@@ -33,7 +37,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from harness.conformance.traces import Step
+from harness.trace import Step
 from harness.model.base import ModelConfig
 from harness.model.outcome import Result
 from harness.ops import DEVMAP_FLAGS, PROT_FLAGS, UMEM_FLAGS
@@ -94,7 +98,10 @@ def get_order(n: int) -> int:
 
 
 def ksize(n: int) -> int:
-    """ksize(kmalloc(n)) on SLUB x86_64 (spec 3.2); 0 for size 0 and for > 4 MiB (NULL)."""
+    """ksize(kmalloc(n)) on SLUB x86_64; 0 for size 0 and for > 4 MiB (NULL).
+
+    The classes of mm/slab_common.c: kmalloc_slab() and kmalloc_size_roundup().
+    """
     if n == 0 or n > KMALLOC_MAX_SIZE:
         return 0
     if n <= 8:
@@ -117,7 +124,7 @@ def ksize(n: int) -> int:
 
 
 def kmalloc_align(n: int) -> int:
-    """The practical address alignment the driver observes (spec 3.2 / LK4)."""
+    """The practical address alignment the driver observes (measured; ARCH_KMALLOC_MINALIGN guarantees 8)."""
     k = ksize(n)
     if k == 96:
         return 32  # guaranteed 8; objects sit at page base + i * 96
@@ -194,7 +201,7 @@ class Chunk:
 
 
 class GenPool:
-    """gen_pool_create(0, -1) with gen_pool_first_fit: spec 1.2-1.9 and 1.11."""
+    """gen_pool_create(0, -1) with gen_pool_first_fit (lib/genalloc.c)."""
 
     def __init__(self, mem_limit: int = 256 << 20):
         self.chunks: list[Chunk] = []  # oldest first; walks go newest-first (reversed)
@@ -259,8 +266,9 @@ class GenPool:
         """gen_pool_alloc(pool, size): an address (which may be 0!) or 0.
 
         Not modelled: nbits >= 2^32 is truncated by the algorithm's unsigned
-        int nr; reachable only through an overflowed chunk (spec 1.6), which the
-        port's 2^24 cap refuses.
+        int nr (lib/genalloc.c: gen_pool_first_fit()); reachable only through
+        an overflowed chunk (size > 2^64 - 64 rounds to a 0-byte bitmap in
+        gen_pool_add_owner()), which the port's 2^24 cap refuses.
         """
         if size == 0:
             return 0
@@ -294,7 +302,7 @@ class _Slab:
     Per kmalloc-N cache we keep the LIFO stack of our own freed objects on the
     (single) CPU's freelist: kfree of the object at its head is the hardened
     freelist's naive check, ``kernel BUG at mm/slub.c:419!``; kmalloc from
-    that cache pops the head (the same pointer comes back, spec 3.2).  An empty
+    that cache pops the head (the same pointer comes back: the freelist is LIFO).  An empty
     stack means the head is some object the trace never saw.  Large
     allocations (> 8192) freed twice warn once per boot and return.
 

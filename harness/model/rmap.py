@@ -1,4 +1,4 @@
-"""illumos rmap.c: six wrappers over vmem (spec illumos-semantics 1(b)).
+"""illumos rmap.c: six wrappers over vmem (usr/src/uts/common/os/rmap.c; rmalloc(9F), rmallocmap(9F)).
 
 rmallocmap ignores mapsize; rmalloc/rmalloc_wait are vmem_alloc NOSLEEP/SLEEP;
 rmfree frees when vmem_contains says the range lies in one span and adds a

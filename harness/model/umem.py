@@ -1,4 +1,5 @@
-"""illumos ddi_umem_alloc / ddi_umem_free / devmap export (spec illumos-semantics 3(b)).
+"""illumos ddi_umem_alloc / ddi_umem_free / devmap export (usr/src/uts/common/vm/seg_dev.c:
+ddi_umem_alloc(), ddi_umem_free(), devmap_umem_setup(); ddi_umem_alloc(9F), devmap_umem_setup(9F)).
 
 What can be checked from outside: NULL or not, the cookie's rounded size and
 type, page alignment, zero fill, and the mmap(2) outcome of an export

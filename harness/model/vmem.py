@@ -1,19 +1,20 @@
-"""illumos vmem, as the rmap wrappers configure it (spec illumos-semantics 2.1-2.2).
+"""illumos vmem, as the rmap wrappers configure it (usr/src/uts/common/os/vmem.c).
 
-quantum 1, qcache_max 0, no import source.  What matters for exact results:
+quantum 1, qcache_max 0, no import source (usr/src/uts/common/os/rmap.c: rmallocmap() calls
+vmem_create("rmap", NULL, 0, 1, NULL, NULL, NULL, 0, ...)).  What matters for exact results:
 
 * spans are appended in creation order and never merged, not even when
-  address-adjacent (2.2.3);
+  address-adjacent (vmem_add(), vmem_span_create());
 * 64 freelists by size class highbit(size)-1, each LIFO: an insert goes to
-  the front (2.2.2);
+  the front (vmem_freelist_insert());
 * vmem_alloc is instant fit: the front segment of the lowest non-empty class
   guaranteed to fit; failing that the xalloc scan takes the first fit, front
-  to back, in the class just below (2.2.5, 2.2.7);
+  to back, in the class just below (vmem_alloc(), vmem_xalloc());
 * carving takes the front of the segment; the fast path leaves the segment
   in place on its freelist, the slow path re-inserts the remainder at the
-  front of its (smaller) class (2.2.6);
+  front of its (smaller) class (vmem_seg_alloc());
 * vmem_free merges with the next then the previous free segment of the same
-  span and inserts the result at the front (2.2.8);
+  span and inserts the result at the front (vmem_free(), vmem_xfree());
 * the allocated-segment hash is LIFO per start address (duplicates only with
   overlapping spans).
 

@@ -1,23 +1,22 @@
 """The illumos targets: OpenIndiana Hipster and OmniOS CE cloud images in QEMU.
 
-Stages (spec/illumos-guests.md §5):
+Stages (the recipe is written out in README.md, "illumos guests"):
 
 1. ``prepare()``: fetch and verify the cloud image (harness.fetch), then make
    or reuse the *provisioned base*: a qcow2 whose backing file is the fetched
    raw/qcow2 disk, kept under ``<cache>/illumos/<distro>/base-<key>/`` where
    key = sha256(image sha256, recipe hash, kmem_flags).  Provisioning boots
    the base with its disk writable and runs harness.provision's recipe:
-   OpenIndiana over the serial console (§5.1), OmniOS through a cloud-init
-   NoCloud seed and then over SSH (§5.2).  The guest powers off and the qcow2
+   OpenIndiana over the serial console, OmniOS through a cloud-init NoCloud
+   seed and then over SSH.  The guest powers off and the qcow2
    becomes the base.
 2. ``boot()``: a throwaway qcow2 overlay of the base, ``-no-reboot``; wait for
    the SSH banner; upload kmod/illumos, kmod/ddih_ioctl.h and guest/ddictl.c;
    build the driver with its Makefile (gmake) and ddictl with gcc in the
    guest; install and add_drv.
-3. ``run_trace()``: as the Linux target: one ddictl batch over SSH, a lockstep
-   re-run after a guest death, the console scanned with panics.scan(..,
-   "illumos"); an uninterruptible rmalloc_wait (a hang) is recorded and the
-   guest replaced.
+3. ``run_trace()``: harness.targets.base.GuestTarget's rules, with the
+   console read by the illumos recogniser; an uninterruptible rmalloc_wait
+   (a hang) is recorded and the guest replaced.
 4. ``unload()``: rem_drv after reading the driver's outstanding counter.
 
 Nothing here has run against a live illumos guest (no image can be
@@ -37,98 +36,26 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from harness import panics
-from harness.conformance.traces import Trace
-from harness.machine import QEMU, QEMU_IMG, AccelChoice, Machine, MachineConfig, choose_accel
-from harness.model.outcome import Result
-from harness.protocol import ProtocolError, control_budget, decode, encode
+from harness.machine import QEMU_IMG, AccelChoice, DiskBoot, Machine, MachineConfig, choose_accel, disk_boot_argv
 from harness.provision import (ConsoleProvisioner, ProvisionError, SSHProvisioner, omnios_recipe,
                                openindiana_recipe, recipe_hash)
-from harness.targets.session import lockstep
-from harness.ssh import SSHError, SSHTimeout, quote
-from harness.targets.linux import TargetError
+from harness.ssh import SSHError, quote
+from harness.targets.base import NO_MESSAGE, Facts, GuestTarget, Log, TargetError, UnloadResult
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST_DIR = "/tmp/ddih"
 DRIVER = "ddih"
 DISTROS = ("openindiana", "omnios")
-DEFAULT_GROW = "24G"           # the provisioning qcow2's virtual size (spec §5.1 step 1)
+DEFAULT_GROW = "24G"           # the provisioning qcow2's virtual size: room for rpool to grow into
 HOSTNAME = "ddih"
-Log = Callable[[str], None]
 
 
-# --------------------------------------------------------------------------- QEMU argv
-
-def illumos_qemu_argv(*, accel: str, disk: str | os.PathLike, serial_socket: str | os.PathLike,
-                      qmp_socket: str | os.PathLike | None, ssh_port: int, memory: str = "4096",
-                      cpus: int = 2, disk_format: str = "qcow2", seed: str | os.PathLike | None = None,
-                      no_reboot: bool = True, restrict: bool = True, qemu: str = QEMU,
-                      name: str = "ddih-illumos") -> list[str]:
-    """The QEMU command line for an illumos guest (pure).
-
-    Spec §1.6 and §5.1 step 2: machine ``pc`` (i440FX; q35 loses disk and
-    NIC on OI 2025.10), virtio-blk disk, virtio-net NIC on slirp with SSH
-    forwarded to loopback, serial on ttya (COM1, the first ``-serial``),
-    ``-cpu host`` + the kvm-pit delay policy under KVM, ``-cpu qemu64``
-    under TCG, rtc driftfix, never any ``hv-*`` flag.  ``no_reboot`` turns
-    the post-panic reboot into a QEMU exit; ``restrict`` cuts the guest off
-    the network (test runs need none; provisioning needs the package server).
-    """
-    if accel not in ("kvm", "tcg"):
-        raise ValueError(f"accelerator must be kvm or tcg, not {accel!r}")
-    argv = [qemu, "-name", name, "-machine", f"pc,accel={accel}",
-            "-cpu", "host" if accel == "kvm" else "qemu64",
-            "-smp", str(cpus), "-m", str(memory)]
-    if accel == "kvm":
-        argv += ["-global", "kvm-pit.lost_tick_policy=delay"]
-    argv += ["-rtc", "base=utc,clock=host,driftfix=slew",
-             "-drive", f"file={disk},if=virtio,format={disk_format},cache=writeback"]
-    if seed is not None:
-        argv += ["-drive", f"file={seed},if=virtio,format=raw,readonly=on"]
-    net = f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
-    if restrict:
-        net += ",restrict=on"
-    argv += ["-netdev", net, "-device", "virtio-net-pci,netdev=n0",
-             "-display", "none", "-monitor", "none",
-             "-chardev", f"socket,id=s0,path={serial_socket},server=on,wait=on",
-             "-serial", "chardev:s0"]
-    if qmp_socket is not None:
-        argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
-    if no_reboot:
-        argv.append("-no-reboot")
-    return argv
-
-
-class IllumosMachine(Machine):
-    """A Machine whose argv is illumos_qemu_argv (disk boot, no -kernel)."""
-
-    def __init__(self, config: MachineConfig, *, disk: Path, disk_format: str = "qcow2",
-                 seed: Path | None = None, no_reboot: bool = True, restrict: bool = True,
-                 log_dir: Path | None = None, accel: str | None = None) -> None:
-        super().__init__(config, log_dir=log_dir, accel=accel)
-        self.disk, self.disk_format, self.seed = disk, disk_format, seed
-        self.no_reboot, self.restrict = no_reboot, restrict
-
-    def build_argv(self, accel: AccelChoice, workdir: Path, ssh_port: int) -> list[str]:
-        c = self.config
-        return illumos_qemu_argv(accel=accel.accel, disk=self.disk, disk_format=self.disk_format,
-                                 serial_socket=workdir / "console.sock", qmp_socket=workdir / "qmp.sock",
-                                 ssh_port=ssh_port, memory=_mib(c.memory), cpus=c.cpus, seed=self.seed,
-                                 no_reboot=self.no_reboot, restrict=self.restrict, qemu=c.qemu,
-                                 name=c.name) + list(c.extra_args)
-
-
-def _mib(memory: str | int) -> str:
-    s = str(memory).strip().upper()
-    m = re.fullmatch(r"(\d+)([MG]?)B?", s)
-    if not m:
-        return s
-    n = int(m.group(1))
-    return str(n * 1024 if m.group(2) == "G" else n)
+# The QEMU command line of an illumos guest is a disk boot (harness.machine.disk_boot_argv).
+illumos_qemu_argv = disk_boot_argv
 
 
 # --------------------------------------------------------------------------- cache layout
@@ -243,59 +170,64 @@ def scan_host_key(port: int, timeout: float = 30) -> str:
 # --------------------------------------------------------------------------- facts
 
 @dataclass
-class Facts:
+class IllumosFacts(Facts):
+    """The illumos guest's facts: the common ones plus image, recipe and device."""
+
     target: str = "openindiana"
     distro: str = "openindiana"
-    accelerator: str = ""
-    accelerator_reason: str = ""
-    guest_kernel: str = ""            # uname -v, e.g. illumos-31d3d510d0
-    guest_kernel_package: str = ""    # uname -a
     image_sha256: str = ""
     image_url: str = ""
-    image_key: str = ""               # the base key
     recipe_hash: str = ""
     kmem_flags: int = 0
     device: str = ""
-    qemu_argv: list[str] = field(default_factory=list)
     provision_s: float = 0.0
-    boot_to_ready_s: float = 0.0
-    driver_build_s: float = 0.0
-    boots: int = 0
-    guest_replacements: int = 0
 
 
 # --------------------------------------------------------------------------- target
 
-class IllumosTarget:
+class IllumosTarget(GuestTarget):
     model_name = "illumos"
     os = "illumos"
-    unobservable = {("kmem_alloc", "value"), ("kmem_zalloc", "value")}
-    """The illumos driver cannot observe which kmem cache a buffer came from."""
+    console_os = "illumos"
+    # rmalloc_wait sleeps in cv_wait, which no signal interrupts: the thread (and the driver)
+    # can never be released, so after a hang the guest is replaced before the next trace
+    hang_replaces_guest = True
+    reloadable = True  # by replacing the guest
+    death_grace_s = 3.0  # halt_on_panic=1: a panicked guest halts; -no-reboot covers the rest
+    # the illumos driver cannot observe which kmem cache a buffer came from
+    unobservable = frozenset({("kmem_alloc", "value"), ("kmem_zalloc", "value")})
 
     def __init__(self, workdir: Path, distro: str = "openindiana", destructive: bool = False,
                  accel: str = "auto", log: Log = lambda s: None, progress=None,
                  kmem_flags: int = 0, cache_dir: str | os.PathLike | None = None) -> None:
         if distro not in DISTROS:
             raise ValueError(f"unknown illumos distribution {distro!r} (use {' or '.join(DISTROS)})")
+        super().__init__(workdir, destructive=destructive, accel=accel, log=log, progress=progress)
         self.name = distro
         self.distro = distro
-        self.workdir = Path(workdir).resolve()
-        self.destructive = destructive
-        self.accel = accel
-        self.log = log
-        self.progress = progress
         self.kmem_flags = int(kmem_flags)
         self.cache_dir = cache_dir
-        self.facts = Facts(target=distro, distro=distro, kmem_flags=self.kmem_flags)
+        self.facts = IllumosFacts(target=distro, distro=distro, kmem_flags=self.kmem_flags)
         self.image = None
         self.base: Path | None = None
         self.base_meta: dict | None = None
         self.key: Path | None = None
         self.pubkey = ""
         self.accel_choice: AccelChoice | None = None
-        self.machine: IllumosMachine | None = None
-        self.ssh = None
         self.device = ""
+
+    @classmethod
+    def from_options(cls, name, options, workdir, *, log=lambda s: None, progress=None) -> "IllumosTarget":
+        return cls(workdir, distro=name, destructive=options.destructive, accel=options.accel, log=log,
+                   progress=progress, kmem_flags=options.kmem_flags)
+
+    def reload(self, fault: str | None = None, destructive: bool | None = None) -> None:
+        """A new driver mode needs a new guest: ddih.conf is read at attach (no fault injection)."""
+        if fault:
+            raise TargetError(f"the {self.name} driver has no fault injection")
+        if destructive is not None and destructive != self.destructive:
+            self.destructive = destructive
+            self.replace_guest()
 
     # ------------------------------------------------------------ settings from the manifest
     def _guest(self, key: str, default):
@@ -307,8 +239,8 @@ class IllumosTarget:
         acc = self.accel_choice.accel if self.accel_choice else "tcg"
         return float(t.get(acc, 1800) if isinstance(t, dict) else t)
 
-    def _config(self, name: str) -> MachineConfig:
-        return MachineConfig(kernel=Path("/nonexistent-illumos-boots-from-disk"), memory=str(self._guest("memory", "4096M")),
+    def _config(self, name: str, disk: DiskBoot) -> MachineConfig:
+        return MachineConfig(disk=disk, memory=str(self._guest("memory", "4096M")),
                              cpus=int(self._guest("cpus", 2)), accel=self.accel, name=name,
                              client_key=self.key, host_key_pub=(self.base_meta or {}).get("host_key_pub"),
                              vmstate_disk=False)
@@ -350,7 +282,7 @@ class IllumosTarget:
         img = self.image
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         t0 = time.monotonic()
-        m: IllumosMachine | None = None
+        m: Machine | None = None
         try:
             disk = make_overlay(Path(img.path), getattr(img, "format", "raw"), tmp / "base.qcow2",
                                 str(self._guest("disk_grow_target", DEFAULT_GROW)))
@@ -358,8 +290,9 @@ class IllumosTarget:
             if self.distro == "omnios":
                 from harness import fetch
                 seed = fetch.make_nocloud_seed(tmp / "seed.iso", self.pubkey, HOSTNAME)
-            m = IllumosMachine(self._config(f"ddih-provision-{self.distro}"), disk=disk, seed=seed,
-                               no_reboot=False, restrict=False, log_dir=tmp / "logs", accel=self.accel)
+            boot = DiskBoot(disk, seed=seed, no_reboot=False, restrict=False)
+            m = Machine(self._config(f"ddih-provision-{self.distro}", boot), log_dir=tmp / "logs",
+                        accel=self.accel)
             m.start()
             self.facts.qemu_argv = m.argv
             host_key = self._run_recipe(m)
@@ -393,7 +326,7 @@ class IllumosTarget:
                 except OSError:
                     shutil.rmtree(tmp, ignore_errors=True)
 
-    def _run_recipe(self, m: IllumosMachine) -> str:
+    def _run_recipe(self, m: Machine) -> str:
         """Run the distribution's recipe on a started provisioning machine; the pinned host key."""
         steps = recipe_for(self.distro, self.pubkey, self.kmem_flags, m.accel or "tcg")
         state: dict[str, str] = {}
@@ -422,14 +355,14 @@ class IllumosTarget:
         sp.run()
         return state["host_key"]
 
-    def _connect(self, m: IllumosMachine, host_key: str, timeout: float):
+    def _connect(self, m: Machine, host_key: str, timeout: float):
         from harness.ssh import SSH, wait_for_banner
 
         wait_for_banner("127.0.0.1", m.ssh_port, timeout, alive=m.is_running)
         return SSH("127.0.0.1", m.ssh_port, self.key, host_key, user="root", timeout=60)
 
-    def _ssh_twice(self, m: IllumosMachine, host_key: str, timeout: float) -> None:
-        """SSH works two times in a row (sshd is restarted once after boot; spec §5.1 step 5)."""
+    def _ssh_twice(self, m: Machine, host_key: str, timeout: float) -> None:
+        """SSH works two times in a row (sshd is restarted once after the first boot)."""
         deadline = time.monotonic() + timeout
         ok, last = 0, ""
         while ok < 2:
@@ -455,8 +388,8 @@ class IllumosTarget:
         gdir.mkdir(parents=True, exist_ok=True)
         disk = make_overlay(self.base / "base.qcow2", "qcow2", gdir / "disk.qcow2")
         seed = self.base / self.base_meta["seed"] if self.base_meta.get("seed") else None
-        m = IllumosMachine(self._config(f"ddih-{self.distro}"), disk=disk, seed=seed, no_reboot=True,
-                           restrict=True, log_dir=gdir, accel=self.accel)
+        m = Machine(self._config(f"ddih-{self.distro}", DiskBoot(disk, seed=seed)), log_dir=gdir,
+                    accel=self.accel)
         self.machine = m
         try:
             t0 = time.monotonic()
@@ -473,7 +406,7 @@ class IllumosTarget:
         self.log(f"guest up in {self.facts.boot_to_ready_s} s ({self.facts.accelerator}), "
                  f"driver loaded at {self.device}")
 
-    def _ready_ssh(self, m: IllumosMachine):
+    def _ready_ssh(self, m: Machine):
         """SSH once sshd answers (banner first); retried because sshd may restart once at boot."""
         deadline = time.monotonic() + self._boot_timeout()
         last: Exception | None = None
@@ -540,103 +473,16 @@ class IllumosTarget:
         self.facts.guest_kernel_package = self._guest_run("uname -a", "uname -a", 30).strip()
         self.facts.driver_build_s = round(time.monotonic() - t, 2)
 
-    def replace_guest(self) -> None:
-        """A dead or wedged guest is killed and a fresh overlay booted."""
-        self.facts.guest_replacements += 1
-        self.close()
-        self.boot()
-
-    def close(self) -> None:
-        if self.ssh is not None:
-            try:
-                self.ssh.close()
-            except Exception:
-                pass
-            self.ssh = None
-        if self.machine is not None:
-            # no `poweroff -f` on illumos: the overlay is thrown away, so QMP quit / kill
-            self.machine.kill()
-            self.machine = None
+    def _stop_machine(self, machine) -> None:
+        # no `poweroff -f` on illumos: the overlay is thrown away, so QMP quit / kill
+        machine.kill()
 
     # ------------------------------------------------------------ ops
-    def alive(self) -> bool:
-        return self.machine is not None and self.machine.is_running()
-
-    def _ddictl(self) -> str:
+    def ddictl_command(self) -> str:
         return f"{GUEST_DIR}/kmod/illumos/ddictl {quote(self.device)}"
 
-    def run_trace(self, trace: Trace, budget_ms: int) -> list[Result]:
-        """As the Linux target: a batch, re-run in lockstep on a fresh guest after a death."""
-        results = self._run(trace, budget_ms, lockstep=self.destructive)
-        if results and results[-1].kind == "panic" and not self.destructive \
-                and len(results) <= len(trace.steps) and results[-1].note != "lockstep":
-            again = self._run(trace, budget_ms, lockstep=True)
-            if again and again[-1].kind == "panic":
-                return again
-        return results
-
-    def _run(self, trace: Trace, budget_ms: int, lockstep: bool) -> list[Result]:
-        if not self.alive() or self.ssh is None:
-            self.replace_guest()
-        assert self.machine and self.ssh
-        try:
-            lines = [encode(s) for s in trace.steps]
-        except ProtocolError as e:
-            raise TargetError(f"trace {trace.name}: {e}") from None
-        self.machine.console.new_text()
-        out, died = (self._lockstep if lockstep else self._batch)(lines, budget_ms)
-        results: list[Result] = []
-        for line in out.splitlines():
-            try:
-                results.append(decode(line))
-            except ProtocolError:
-                continue
-        console = self._console_after(died is not None or len(results) < len(trace.steps))
-        findings = panics.scan(console, "illumos")
-        fatal = panics.first_fatal(findings)
-        if fatal is not None or not self.alive():
-            if results and results[-1].kind == "hang":
-                results.pop()
-            results.append(Result("panic", message=panic_message(findings),
-                                  note="lockstep" if lockstep else _excerpt(console, fatal)))
-            self.close()
-        elif results and results[-1].kind == "hang":
-            # rmalloc_wait sleeps in cv_wait, which no signal interrupts: the thread (and the
-            # driver) can never be released, so the guest is replaced before the next trace
-            if findings:
-                results[-1].warnings = tuple(results[-1].warnings) + tuple(f.title for f in findings)
-            self.close()
-        elif findings and results:
-            last = results[-1]
-            last.warnings = tuple(last.warnings) + tuple(f.title for f in findings)
-        elif died and len(results) < len(trace.steps):
-            results.append(Result("hang", note=died))
-            self.close()
-        return results
-
-    def _batch(self, lines: list[str], budget_ms: int) -> tuple[str, str | None]:
-        timeout = 15 + len(lines) * (budget_ms / 1000 + 1)
-        try:
-            r = self.ssh.run(self._ddictl(), input="\n".join([control_budget(budget_ms), *lines]) + "\n",
-                             timeout=timeout)
-        except SSHTimeout as e:
-            # ddictl printed kind=hang but cannot exit: its worker sleeps uninterruptibly
-            return e.stdout, f"ddictl did not exit within {timeout:.0f} s (a thread is stuck in the kernel)"
-        except SSHError as e:
-            return "", f"the SSH command failed: {e}"
-        if r.status not in (0, 3):
-            return r.stdout, f"ddictl exited with status {r.status}: {r.stderr.strip()[-300:]}"
-        return r.stdout, None
-
-    def _lockstep(self, lines: list[str], budget_ms: int) -> tuple[str, str | None]:
-        return lockstep(self.ssh, self._ddictl(), lines, budget_ms)
-
-    def _console_after(self, trouble: bool) -> str:
-        assert self.machine
-        if trouble and self.machine.is_running():
-            # halt_on_panic=1: a panicked guest halts (QEMU keeps running); -no-reboot covers the rest
-            self.machine.wait_exit(3.0)
-        return self.machine.console.new_text() if self.machine.console else ""
+    def panic_message(self, findings: list) -> str:
+        return panic_message(findings)
 
     def _kstats(self) -> dict[str, int]:
         """The driver's named kstat ddih:0:objects (maps, umem, kmem, files, destructive)."""
@@ -656,10 +502,10 @@ class IllumosTarget:
             raise TargetError(f"cannot read the ddih:0:objects kstat (got {k})")
         return k["maps"] + k["umem"] + k["kmem"]
 
-    def unload(self) -> tuple[bool, int]:
-        """rem_drv the driver; (unloaded, objects outstanding before)."""
+    def unload(self) -> UnloadResult:
+        """rem_drv the driver, after reading what it still holds."""
         if not self.alive() or self.ssh is None:
-            return False, -1
+            return UnloadResult(False, -1, "the guest was not running at the end of the run")
         try:
             left = self.outstanding()
         except (TargetError, SSHError):
@@ -667,14 +513,10 @@ class IllumosTarget:
         try:
             r = self.ssh.run(f"rem_drv {DRIVER}", timeout=120)
             gone = self.ssh.run("modinfo | awk '$6 == \"ddih\"'", timeout=30)
-        except SSHError:
-            return False, left
+        except SSHError as e:
+            return UnloadResult(False, left, f"rem_drv: {e}")
         unloaded = r.status == 0 and "ddih" not in gone.stdout and "Cannot unload" not in (r.stdout + r.stderr)
-        return unloaded, left
-
-    def guest_command(self, *argv: str, timeout: float = 60):
-        assert self.ssh
-        return self.ssh.run(quote(*argv), timeout=timeout)
+        return UnloadResult(unloaded, left, "" if unloaded else f"rem_drv: {(r.stdout + r.stderr).strip()[-300:]}")
 
 
 def panic_message(findings: list) -> str:
@@ -688,13 +530,5 @@ def panic_message(findings: list) -> str:
             return first or f.title
     fatal = panics.first_fatal(findings)
     if fatal is None:
-        return "the guest died (QEMU exited) with no kernel message on the console"
+        return NO_MESSAGE
     return fatal.title
-
-
-def _excerpt(console: str, fatal) -> str:
-    lines = console.splitlines()
-    if fatal is not None and getattr(fatal, "line", None) is not None:
-        start = max(0, fatal.line - 2)
-        return "\n".join(lines[start:start + 25])
-    return "\n".join(lines[-25:])

@@ -66,7 +66,11 @@
  * number (ENOTTY), the caller's data model (ddi_model_convert_from: ILP32
  * and native LP64 only; struct ddih_req has one layout for both, see
  * ddih_ioctl.h), `version' and `size', the op's family, reserved fields and
- * flag words (EINVAL), then the handle (EBADF).
+ * flag words (EINVAL), then the handle (EBADF).  Before it acts, the
+ * driver also copies the request (its out-fields cleared) back out with
+ * ddi_copyout(9F): a request whose results could not be written back is
+ * refused with EFAULT before any allocation or free, so it has no effect
+ * (the same order as the Linux port).
  *
  * The guard policy then refuses, before calling the routine, what the
  * illumos model says would panic or silently corrupt the kernel, and
@@ -1153,6 +1157,16 @@ ddih_ioctl(dev_t dev, int cmd, intptr_t arg, int mode, cred_t *credp,
 		err = EINVAL;
 		goto out;
 	}
+
+	/*
+	 * The results go back into the caller's request: make sure they can
+	 * (ddi_copyout of the request with its out-fields cleared) before
+	 * anything happens, so a request refused with EFAULT has no effect
+	 * (an allocation the caller never hears of, or a free it cannot
+	 * learn of).
+	 */
+	if (ddi_copyout(&r, (void *)arg, sizeof (r), mode) != 0)
+		return (EFAULT);
 
 	mutex_enter(&df->df_lock);
 	switch (r.op) {

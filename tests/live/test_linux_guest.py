@@ -15,7 +15,7 @@ import pytest
 from harness.images import build_linux_image
 from harness.machine import Machine
 from harness.panics import first_fatal, scan
-from harness.ssh import SSH, HostKeyMismatch, SSHConnectionLost, SSHError, quote
+from harness.ssh import SSH, HostKeyMismatch, SSHConnectionLost, quote
 
 pytestmark = [
     pytest.mark.live,

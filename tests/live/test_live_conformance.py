@@ -123,8 +123,8 @@ def test_driver_unloads_with_nothing_outstanding(tmp_path):
                                              {"op": "kmem_alloc", "buf": "k", "size": 100, "flags": []}]),
                       destructive=False, budget_ms=2000)
         assert not any(s.mismatches for s in rec.steps)
-        unloaded, left = t.unload()  # ddictl exited: release() freed the map, its units and the buffer
-        assert unloaded and left == 0
+        u = t.unload()  # ddictl exited: release() freed the map, its units and the buffer
+        assert u.unloaded and u.outstanding == 0 and u.describe() == "ok, nothing outstanding"
     finally:
         t.close()
 

@@ -169,14 +169,25 @@ def test_illumos_argv_rejects_unknown_accelerator():
         _argv(accel="hvf")
 
 
-def test_illumos_machine_uses_the_illumos_argv(tmp_path):
-    t = IllumosTarget(tmp_path, distro="omnios")
-    m_cfg = t._config("ddih-omnios")
-    from harness.targets.illumos import IllumosMachine
+def test_illumos_machine_is_a_disk_boot_with_the_illumos_argv(tmp_path):
+    from harness.machine import DiskBoot, Machine
 
-    m = IllumosMachine(m_cfg, disk=tmp_path / "d.qcow2", seed=tmp_path / "seed.iso")
+    t = IllumosTarget(tmp_path, distro="omnios")
+    m_cfg = t._config("ddih-omnios", DiskBoot(tmp_path / "d.qcow2", seed=tmp_path / "seed.iso"))
+    assert m_cfg.kernel is None
+    m = Machine(m_cfg)
     a = m.build_argv(AccelChoice("kvm", "test", "host"), Path("/w"), 2222)
+    assert "-kernel" not in a and _after(a, "-drive")[0].startswith(f"file={tmp_path / 'd.qcow2'},if=virtio")
     assert _after(a, "-m") == ["4096"] and "-no-reboot" in a
     assert _after(a, "-qmp") == ["unix:/w/qmp.sock,server=on,wait=off"]
     assert t.unobservable == {("kmem_alloc", "value"), ("kmem_zalloc", "value")}
     assert t.name == "omnios" and t.model_name == "illumos" and t.os == "illumos"
+
+
+def test_a_machine_boots_a_kernel_or_a_disk_never_both_or_neither(tmp_path):
+    from harness.machine import DiskBoot, MachineConfig
+
+    with pytest.raises(ValueError, match="exactly one"):
+        MachineConfig()
+    with pytest.raises(ValueError, match="exactly one"):
+        MachineConfig(kernel=tmp_path / "vmlinux", disk=DiskBoot(tmp_path / "d.qcow2"))

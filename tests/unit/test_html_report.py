@@ -41,3 +41,13 @@ def test_cross_model_table_marks_departures_from_the_manual_pages():
     # step 4, rmalloc(m, 150): documented first fit 1000; illumos and linux 0 (no merging across spans)
     row = page.split("rmalloc(m, 150)</td>")[1].split("</tr>")[0]
     assert row.count("class='c dep'") == 2 and ">1000<" in row
+
+
+def test_a_panic_shows_the_kernels_console_excerpt_and_the_note_as_prose():
+    doc = doc_with_divergence()
+    doc["traces"][0]["steps"][1]["observed"] = {
+        "kind": "panic", "message": "kernel BUG at lib/genalloc.c:255!",
+        "excerpt": "[ 5.5] kernel BUG at lib/genalloc.c:255!\n[ 5.6] invalid opcode: 0000 [#1]"}
+    page = render(doc)
+    assert "step 2: console excerpt:</div><pre>[ 5.5] kernel BUG at lib/genalloc.c:255!" in page
+    assert "console excerpt:</div><pre>lockstep" not in page

@@ -1,4 +1,10 @@
-"""The illumos model against spec illumos-semantics sections 1-4 and every probe of section 7."""
+"""The illumos model against the illumos-gate sources and every conformance probe.
+
+The sources: usr/src/uts/common/os/rmap.c and os/vmem.c (resource maps),
+vm/seg_dev.c (ddi_umem_alloc, devmap_umem_setup) and os/kmem.c (kmem_alloc,
+kmem_free).  The probes (R: resource maps, K: kmem, U: umem) are the traces of
+harness/traces named after them.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ def results(steps, **cfg):
 
 
 @pytest.mark.parametrize("probe", PROBES)
-def test_every_section7_probe_has_a_corpus_trace(probe):
+def test_every_probe_has_a_corpus_trace(probe):
     names = [t.name for t in TRACES]
     pat = re.compile(rf"(^|-){probe}[a-z]?-")
     assert any(pat.search(n) or n.startswith(probe + "-") for n in names), f"no trace for probe {probe}"
@@ -54,7 +60,7 @@ def test_corpus_expects_hold_under_the_illumos_model(trace):
         assert trace.destructive == (r.end in ("panic", "hang")) or trace.name.startswith("K11b")
 
 
-# ------------------------------------------------------------------ section 1-2 rules, one by one
+# ------------------------------------------------------------------ rmap.c and vmem.c rules, one by one
 
 def m(*steps):
     return [{"op": "rmallocmap", "map": "m", "mapsize": 1}, *steps]
@@ -153,7 +159,7 @@ def test_guarded_mode_refuses_what_would_panic_and_keeps_state():
     assert r.steps[-1].result.state["contains"] == 2
 
 
-# ------------------------------------------------------------------ section 3 and 4 rules
+# ------------------------------------------------------------------ seg_dev.c (umem) and kmem.c rules
 
 def test_umem_rounding_wraps():
     assert page_round(1) == 4096 and page_round(4096) == 4096 and page_round(4097) == 8192
@@ -224,10 +230,11 @@ def test_kmem_audit_adds_previous_transaction_line():
     assert "previous transaction" not in " ".join(r[1].warnings)
 
 
-# ------------------------------------------------------------------ a naive second reading of 2.2.12
+# ------------------------------------------------------------------ a naive second reading of vmem.c
 
 class NaiveVmem:
-    """Spec 2.2.12 transcribed literally: lists, front = index 0, linear scans."""
+    """vmem.c's segment and freelist algorithm as rmap uses it (vmem_add, vmem_alloc, vmem_xalloc,
+    vmem_seg_alloc, vmem_free), transcribed literally: lists, front = index 0, linear scans."""
 
     def __init__(self):
         self.spans = []  # [start, end, [segs]] ; seg = [start, end, free]

@@ -2,8 +2,8 @@
 
 The FakeConsole below replays console text: real transcripts from
 tests/data/console/provision/ (see SOURCES.md there), cut where a person typed,
-plus small scripted pieces for prompts the spec documents but no transcript
-shows (the scripted shell answering marker-wrapped commands, `svcs -xv`, pkg
+plus small scripted pieces for prompts that public logs and peers document but no
+transcript here shows (the scripted shell answering marker-wrapped commands, `svcs -xv`, pkg
 output, the poweroff).  A fake console is acceptable ONLY to test the state
 machine: it says nothing about whether a real OpenIndiana or OmniOS guest
 prints exactly this, which needs a live guest (see the report in
@@ -27,7 +27,7 @@ HOSTKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyHostKeyHostKeyHostKeyHost
 
 
 def transcript(name: str) -> str:
-    """A recorded transcript (``<name>.txt`` in the shared collection, stored as ``.transcript``)."""
+    """A recorded transcript (``<name>.txt`` at its source, stored here as ``.transcript``)."""
     return (DATA / name).with_suffix(".transcript").read_text()
 
 
@@ -242,12 +242,12 @@ def test_normal_boot_login_and_every_recipe_step():
     assert shell.commands == expected
     assert shell.lines[-1] == "init 5"
     assert c.closed
-    # the exact commands the spec prescribes
+    # the exact commands of the recipe (README.md, "illumos guests", step 2)
     sent = "\n".join(shell.commands)
     for needle in ("ipadm create-addr -T static -a 10.0.2.15/24 $L/v4",
                    "route -p add default 10.0.2.2",
                    "echo 'nameserver 10.0.2.3' > /etc/resolv.conf; cp /etc/nsswitch.dns /etc/nsswitch.conf",
-                   f"echo '{PUBKEY}' > /root/.ssh/authorized_keys",
+                   f"echo '{PUBKEY}' > ~root/.ssh/authorized_keys",
                    "PermitRootLogin without-password",
                    "svcadm enable -r svc:/network/ssh:default; svcadm restart svc:/network/ssh:default",
                    "pkg set-publisher -g https://pkg.openindiana.org/hipster/ "

@@ -1,7 +1,5 @@
 """Sharding splits the corpus exactly; merging shard reports gives one report."""
 
-import argparse
-import json
 from pathlib import Path
 
 import pytest
@@ -10,12 +8,11 @@ from harness.conformance.live import parse_shard, select_traces
 from harness.conformance.merge import merge
 from harness.conformance.runner import RunSummary, StepRecord, TraceRecord, write_json
 from harness.conformance.traces import TraceError
+from harness.options import RunOptions
 
 
 def args(**kw):
-    base = dict(generate=0, seed=1, traces=None, regressions="/nonexistent", match=None, shard=None)
-    base.update(kw)
-    return argparse.Namespace(**base)
+    return RunOptions(regressions=None, **kw)
 
 
 def test_shards_partition_the_corpus():

@@ -1,0 +1,220 @@
+"""The vocabulary every layer shares: steps, traces, expectations and results.
+
+This module sits at the bottom with ``ops``: the models, the op protocol, the
+targets and the conformance engine all speak it, and it imports nothing of
+theirs.  Loading traces from YAML (and validating them) is
+``harness.conformance.traces``; this module only defines what a trace *is*.
+
+Results.  Every executed step yields exactly one ``Result``; its kind is one
+of ``ResultKind`` (fixed by DESIGN.md):
+
+    value   the routine returned an integer (an rmalloc index, an allocation's
+            usable size, ...)
+    null    the routine returned NULL
+    ok      a void routine returned, or a handle-returning routine gave a
+            non-NULL handle (handles are never shown: they are kernel pointers)
+    error   the driver refused the request with an errno
+    panic   the kernel panicked (``message`` holds the panic text, ``excerpt``
+            the console lines around it)
+    hang    the step did not return within its budget
+
+``attrs`` carries observations that are not the return value but can be
+checked from outside: ``align`` (the guaranteed alignment: the observed
+address offset must be a multiple of it), ``zeroed``, ``type`` (umem cookie
+type), ``cookie_size``, ``coherent`` (user and kernel see the same pages).
+``state`` is the map's counters after the step when the model was asked for
+them.  ``note`` is prose for people: nothing compares or branches on it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.ops import FLAG_TABLES, OPS, OpSpec
+
+__all__ = ["ResultKind", "KINDS", "TERMINAL_KINDS", "Result", "Expect", "Step", "Trace"]
+
+
+class ResultKind(enum.StrEnum):
+    """What a step came to.  A ``str`` subclass, so JSON and ddictl lines carry the plain word."""
+
+    VALUE = "value"
+    NULL = "null"
+    OK = "ok"
+    ERROR = "error"
+    PANIC = "panic"
+    HANG = "hang"
+
+    @property
+    def terminal(self) -> bool:
+        """A panic or a hang ends the trace."""
+        return self in (ResultKind.PANIC, ResultKind.HANG)
+
+
+KINDS = tuple(k.value for k in ResultKind)
+TERMINAL_KINDS = (ResultKind.PANIC.value, ResultKind.HANG.value)
+_KIND = {k.value: k for k in ResultKind}
+
+
+@dataclass(slots=True)
+class Result:
+    kind: ResultKind
+    value: int | None = None
+    message: str | None = None
+    warnings: tuple[str, ...] = ()
+    attrs: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+    state: dict[str, int] | None = None
+    excerpt: str | None = None  # console lines around a panic (the kernel's own text)
+
+    def __post_init__(self) -> None:
+        kind = _KIND.get(self.kind)
+        if kind is None:
+            raise ValueError(f"unknown result kind {self.kind!r}; expected one of {KINDS}")
+        self.kind = kind
+
+    @property
+    def terminal(self) -> bool:
+        """A panic or a hang ends the trace."""
+        return self.kind.terminal
+
+    def to_json(self) -> dict[str, Any]:
+        """The stable JSON shape: kind, then value/message/warnings when present."""
+        out: dict[str, Any] = {"kind": self.kind.value}
+        if self.value is not None:
+            out["value"] = self.value
+        if self.message is not None:
+            out["message"] = self.message
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        if self.attrs:
+            out["attrs"] = dict(self.attrs)
+        if self.state is not None:
+            out["state"] = dict(self.state)
+        if self.note:
+            out["note"] = self.note
+        if self.excerpt:
+            out["excerpt"] = self.excerpt
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Result":
+        return cls(
+            kind=data["kind"],
+            value=data.get("value"),
+            message=data.get("message"),
+            warnings=tuple(data.get("warnings", ())),
+            attrs=dict(data.get("attrs", {})),
+            note=data.get("note"),
+            state=data.get("state"),
+            excerpt=data.get("excerpt"),
+        )
+
+    def short(self) -> str:
+        """One human-readable token, e.g. ``1100``, ``NULL``, ``panic: ...``."""
+        k = self.kind
+        if k is ResultKind.VALUE:
+            text = str(self.value)
+        elif k is ResultKind.NULL:
+            text = "NULL"
+        elif k is ResultKind.OK:
+            text = "ok"
+        elif k is ResultKind.ERROR:
+            text = f"error {self.message or self.value}"
+        elif k is ResultKind.PANIC:
+            text = f"PANIC {self.message}"
+        else:
+            text = "hang"
+        if self.attrs:
+            text += " " + " ".join(f"{k}={_fmt(v)}" for k, v in sorted(self.attrs.items()))
+        return text
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int) and v in (0x100, 0x200, 0x400, 0x800):
+        return hex(v)  # cookie types (0x100, 0x200, 0x800) read better in hex
+    return str(v)
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a step should produce; only the fields given are checked."""
+
+    kind: str | None = None
+    value: int | None = None
+    message: str | None = None
+    warnings: tuple[str, ...] | None = None
+    attrs: dict[str, Any] | None = None
+    state: dict[str, int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Step:
+    op: str
+    args: dict[str, Any]
+    expect: dict[str, Expect] = field(default_factory=dict)  # model name -> expectation
+
+    @property
+    def spec(self) -> OpSpec:
+        return OPS[self.op]
+
+    def flags(self, arg: str) -> int:
+        spec = self.spec.arg_map[arg]
+        bits = 0
+        for n in self.args[arg]:
+            bits |= FLAG_TABLES[spec.flag_table][n]
+        return bits
+
+    def call_text(self) -> str:
+        """The step as a C-like call: ``rmalloc(m, 150)``."""
+        parts = []
+        for a in self.spec.args:
+            v = self.args.get(a.name)
+            if a.kind == "flags":
+                parts.append("|".join(v) if v else "0")
+            elif v is None and not a.required:
+                continue
+            elif a.kind == "name" and v is None:
+                parts.append("NULL")
+            else:
+                parts.append(str(v).lower() if isinstance(v, bool) else str(v))
+        return f"{self.op}({', '.join(parts)})"
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"op": self.op}
+        for a in self.spec.args:
+            if a.name in self.args and (a.required or self.args[a.name] != a.default):
+                v = self.args[a.name]
+                d[a.name] = list(v) if isinstance(v, tuple) else v
+        for model, e in self.expect.items():
+            d["expect" if model == "illumos" else f"expect_{model}"] = e.to_json()
+        return d
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    steps: tuple[Step, ...]
+    about: str = ""
+    destructive: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+    source: str = "<memory>"
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        if self.about:
+            d["about"] = self.about
+        if self.destructive:
+            d["destructive"] = True
+        if self.config:
+            d["config"] = dict(self.config)
+        d["steps"] = [s.to_yaml_dict() for s in self.steps]
+        return d
