@@ -10,6 +10,14 @@ BIN    := $(VENV)/bin
 TARGET ?= linux
 OUT    ?= out
 PYTEST_ARGS ?= --ddi-destructive
+# The illumos-gate target builds the real vmem.c/rmap.c from an illumos-gate tree: CI has the
+# pinned one beside the checkout (shared/data/illumos-gate/src); a user's own wins.
+GATE_BESIDE := $(abspath ../shared/data/illumos-gate/src)
+ifeq ($(DDIH_ILLUMOS_GATE),)
+ifneq ($(wildcard $(GATE_BESIDE)/usr/src/uts/common/os/vmem.c),)
+export DDIH_ILLUMOS_GATE := $(GATE_BESIDE)
+endif
+endif
 
 SYSTEM_PACKAGES := qemu-system-x86 qemu-utils gcc make libc6-dev xz-utils zstd binutils chromium
 

@@ -53,7 +53,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                       json=args.json, junit=args.junit, html=args.html, destructive=args.destructive,
                       budget_ms=args.budget_ms, accel=args.accel, generate=args.generate, seed=args.seed,
                       regressions=args.regressions, kmem_flags=args.kmem_flags, fault=args.fault,
-                      jobs=args.jobs, shard=args.shard, run_budget=args.run_budget, shrink=not args.no_shrink)
+                      jobs=args.jobs, shard=args.shard, run_budget=args.run_budget, shrink=not args.no_shrink,
+                      gate=args.gate, gate_debug=args.gate_debug)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -232,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bound the whole run: traces not started in time are recorded as skipped")
     r.add_argument("--no-shrink", action="store_true",
                    help="do not shrink divergent traces into regressions/")
+    r.add_argument("--gate", metavar="DIR",
+                   help="illumos-gate only: the illumos-gate checkout whose usr/src/uts/common/os/vmem.c and "
+                        "rmap.c are built and run (default: $DDIH_ILLUMOS_GATE)")
+    r.add_argument("--gate-debug", action="store_true",
+                   help="illumos-gate only: build with DEBUG, so the sources' ASSERTs are live")
     r.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("replay", help="rerun a recorded run (same traces, target and settings)",

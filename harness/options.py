@@ -37,6 +37,8 @@ class RunOptions:
     shard: str | None = None              # I/N
     run_budget: float | None = None       # seconds for the whole run
     shrink: bool = True
+    gate: str | None = None               # illumos-gate: the source tree (else $DDIH_ILLUMOS_GATE)
+    gate_debug: bool = False              # illumos-gate: build with DEBUG (ASSERTs live)
 
     def replace(self, **changes: Any) -> "RunOptions":
         return dataclasses.replace(self, **changes)

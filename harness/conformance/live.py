@@ -15,7 +15,7 @@ from harness.conformance.runner import (Job, RunSummary, TraceRecord, load_parti
                                         run_parallel, write_json, write_junit)
 from harness.conformance.traces import TraceError, load_traces, parse_trace
 from harness.options import RunOptions
-from harness.targets import TargetError, check_options, make_target
+from harness.targets import TargetError, check_options, effective, make_target
 from harness.targets.base import Target, UnloadResult
 from harness.trace import Trace
 
@@ -50,6 +50,7 @@ def run_command(options: RunOptions, *, replay_traces: list[Trace] | None = None
             return 2
     try:
         check_options(options.target, options)  # settings the target cannot honour fail before any work
+        options = effective(options)
     except TargetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -254,10 +255,14 @@ def replay_options(run_json: str, *, out: str, match: str | None, accel: str) ->
     doc = json.loads(Path(run_json).read_text())
     man = doc["manifest"]
     traces = [parse_trace(t["definition"], source=run_json) for t in doc["traces"] if t.get("definition")]
-    options = RunOptions(target=man["target"], match=match, out=out, destructive=man.get("destructive", False),
-                         budget_ms=man.get("budget_ms", 2000), accel=accel, seed=man.get("seed") or 1,
-                         regressions=None, kmem_flags=man.get("kmem_flags", 0) or 0,
-                         fault=man.get("fault", "") or "", shrink=False)
+    if "options" in man:  # the run's own options, as it ran them
+        recorded = RunOptions.from_json(man["options"])
+    else:  # a run.json from before the manifest kept them
+        recorded = RunOptions(target=man["target"], destructive=man.get("destructive", False),
+                              budget_ms=man.get("budget_ms", 2000), seed=man.get("seed") or 1,
+                              kmem_flags=man.get("kmem_flags", 0) or 0, fault=man.get("fault", "") or "")
+    options = recorded.replace(traces=(), generate=0, match=match, out=out, json=None, junit=None, html=None,
+                               accel=accel, regressions=None, shrink=False, shard=None, jobs=1, run_budget=None)
     return options, traces
 
 
@@ -281,7 +286,12 @@ def print_summary(console, summary: RunSummary, man: dict, json_path: Path, juni
     table.add_row("accelerator", f"{man.get('accelerator')}  {man.get('accelerator_reason') or ''}".strip())
     table.add_row("boot to ready", f"{man.get('boot_to_ready_s')} s ({man.get('boots')} boots, "
                                    f"{man.get('guest_replacements')} replaced)")
-    table.add_row("traces", f"{len(ran)} run, {len(summary.traces) - len(ran)} skipped (driver mode)")
+    skipped: dict[str, int] = {}
+    for t in summary.traces:
+        if t.skipped:
+            skipped[t.skipped] = skipped.get(t.skipped, 0) + 1
+    why = "; ".join(f"{n}: {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
+    table.add_row("traces", f"{len(ran)} run, {len(summary.traces) - len(ran)} skipped" + (f" ({why})" if why else ""))
     table.add_row("steps", f"{summary.steps} in {summary.seconds:.1f} s ({rate:.0f} steps/s)")
     ends = [t.end for t in ran]
     table.add_row("panics, hangs", f"{ends.count('panic')} kernel panics (guest replaced each time), "

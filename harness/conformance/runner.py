@@ -136,6 +136,9 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
         pinned = trace.config.get("destructive")
         if run_budget_s is not None and time.monotonic() - t_run > run_budget_s:
             return f"run budget of {run_budget_s:.0f} s exhausted"
+        other = sorted({s.spec.family for s in trace.steps} - target.families)
+        if other:
+            return f"the {target.name} target does not run {', '.join(other)} ops"
         if trace.destructive and not destructive:
             return "destructive (use --destructive)"
         if pinned is not None and pinned != destructive:

@@ -21,7 +21,7 @@ from harness.targets.base import TargetError
 if TYPE_CHECKING:
     from harness.targets.base import Target
 
-__all__ = ["TargetInfo", "TARGETS", "TARGET_NAMES", "target_info", "check_options", "make_target", "TargetError"]
+__all__ = ["TargetInfo", "TARGETS", "TARGET_NAMES", "target_info", "check_options", "effective", "make_target", "TargetError"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class TargetInfo:
     model: str          # the model that predicts it (harness.model.MODELS)
     summary: str
     kmem_flags: bool = False  # boots a kmem_flags variant (--kmem-flags)
+    guards: bool = True       # a driver that refuses misuse unless destructive; False: raw routines
 
     def load(self) -> "type[Target]":
         module, cls = self.cls.split(":")
@@ -44,6 +45,9 @@ TARGETS: dict[str, TargetInfo] = {t.name: t for t in (
                "OpenIndiana Hipster (illumos) from its cloud image", kmem_flags=True),
     TargetInfo("omnios", "harness.targets.illumos:IllumosTarget", "illumos",
                "OmniOS CE (illumos) from its cloud image", kmem_flags=True),
+    TargetInfo("illumos-gate", "harness.targets.gate:GateTarget", "illumos",
+               "no guest: the real illumos vmem.c + rmap.c compiled in user space with our shim "
+               "(resource maps only; --gate DIR or $DDIH_ILLUMOS_GATE)", guards=False),
 )}
 TARGET_NAMES = tuple(TARGETS)
 
@@ -68,6 +72,14 @@ def check_options(name: str, options: RunOptions) -> "type[Target]":
         raise TargetError(f"--kmem-flags {options.kmem_flags:#x}: the {name} target has no kmem_flags "
                           "(it is an illumos setting: use --target openindiana or omnios)")
     return cls
+
+
+def effective(options: RunOptions) -> RunOptions:
+    """The options as the target runs them: a target without guards (the routines called raw,
+    where a panic costs one runner process) always runs in destructive mode."""
+    if not target_info(options.target).guards and not options.destructive:
+        return options.replace(destructive=True)
+    return options
 
 
 def make_target(name: str, options: RunOptions, workdir: Path, *, log: Callable[[str], None] = lambda s: None,

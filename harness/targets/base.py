@@ -11,10 +11,13 @@ between targets is declared, not discovered:
     faults        the fault names the driver can inject on purpose
     unobservable  (op, field) pairs the driver cannot observe (the illumos
                   driver cannot see which kmem cache served a buffer)
+    families      the op families it can run (harness/ops.py); a trace that
+                  needs another is skipped, and the report says why
 
-``GuestTarget`` is a target whose driver lives in a QEMU guest reached over
-SSH, where ``guest/ddictl`` speaks the op protocol (``harness.session``).  It
-holds the classification rules, once for every such target:
+``DdictlTarget`` is a target driven through ddictl's line protocol
+(``harness.session``); ``GuestTarget`` is one whose driver lives in a QEMU
+guest reached over SSH.  ``DdictlTarget`` holds the classification rules,
+once for every such target:
 
 1. A trace runs as one ddictl batch.  A kernel that dies mid-batch can take
    the last results with it (they were still in the guest's buffers), so a
@@ -54,7 +57,7 @@ from harness.trace import Result, ResultKind, Trace
 if TYPE_CHECKING:
     from harness.options import RunOptions
 
-__all__ = ["TargetError", "Facts", "UnloadResult", "Target", "GuestTarget", "Log"]
+__all__ = ["TargetError", "Facts", "UnloadResult", "Target", "DdictlTarget", "GuestTarget", "Log"]
 
 Log = Callable[[str], None]
 
@@ -93,7 +96,7 @@ class UnloadResult:
 
     def describe(self) -> str:
         if self.unloaded and self.outstanding == 0:
-            return "ok, nothing outstanding"
+            return f"ok, nothing outstanding ({self.why})" if self.why else "ok, nothing outstanding"
         if self.unloaded:
             return f"unloaded, but {self.outstanding} objects were still outstanding" \
                 if self.outstanding > 0 else "unloaded (outstanding objects unknown)"
@@ -110,6 +113,7 @@ class Target(abc.ABC):
     reloadable: ClassVar[bool] = False
     faults: ClassVar[frozenset[str]] = frozenset()
     unobservable: ClassVar[frozenset[tuple[str, str]]] = frozenset()
+    families: ClassVar[frozenset[str]] = frozenset({"rmap", "umem", "kmem"})
     facts: Facts
     destructive: bool = False
 
@@ -169,13 +173,131 @@ class Target(abc.ABC):
             yield t, self.run_trace(t, budget_ms)
 
 
-class GuestTarget(Target):
-    """A driver in a QEMU guest, reached over SSH, driven by guest/ddictl (rules in the module doc)."""
+class DdictlTarget(Target):
+    """A target driven through ddictl's line protocol (harness.session): the rules in the module doc.
+
+    A subclass says how to start ddictl (``_open_channel`` + ``ddictl_command``)
+    and where the kernel's console text comes from (``_console_new``).
+    """
 
     console_os: ClassVar[str] = ""          # the panic recogniser to use (harness.panics)
     hang_replaces_guest: ClassVar[bool] = False
     death_grace_s: ClassVar[float] = 2.0    # how long a dying guest gets to exit before we look
     stream_chunk: ClassVar[int] = 100       # traces per ddictl session when streaming
+
+    # ------------------------------------------------------------ what a subclass says
+    @abc.abstractmethod
+    def ddictl_command(self) -> str:
+        """The command line that starts ddictl on the driver's device."""
+
+    @abc.abstractmethod
+    def _open_channel(self):
+        """A new channel (harness.session.Channel) on which ddictl_command() will be started."""
+
+    @abc.abstractmethod
+    def _console_new(self) -> str:
+        """The kernel's console text since the last call."""
+
+    def panic_message(self, findings: list[panics.Finding]) -> str:
+        """The panic text a result carries: the kernel's own words."""
+        fatal = panics.first_fatal(findings)
+        return fatal.title if fatal is not None else NO_MESSAGE
+
+    def _dead(self) -> bool:
+        """Polled by the session while it waits: the kernel stopped."""
+        return False
+
+    def _settle(self) -> None:
+        """After trouble, give a dying kernel a moment, so alive() tells the truth."""
+
+    def _retire(self) -> None:
+        """The kernel died or is wedged: the next trace gets a new one."""
+        self.close()
+
+    def _ensure_up(self) -> None:
+        if not self.alive():
+            self.replace_guest()
+
+    # ------------------------------------------------------------ ops
+    def _session(self, budget_ms: int) -> DdictlSession:
+        return DdictlSession(self._open_channel, self.ddictl_command(), budget_ms, self._dead)
+
+    def run_trace(self, trace: Trace, budget_ms: int) -> list[Result]:
+        """Rule 1: a batch, rerun in lockstep on a fresh guest when it ends in a panic."""
+        results = self._run(trace, budget_ms, lockstep=self.destructive)
+        if (results and results[-1].kind is ResultKind.PANIC and not self.destructive
+                and len(results) <= len(trace.steps)):
+            again = self._run(trace, budget_ms, lockstep=True)
+            if again and again[-1].kind is ResultKind.PANIC:
+                return again
+        return results
+
+    def run_many(self, traces: list[Trace], budget_ms: int) -> Iterator[tuple[Trace, list[Result]]]:
+        """Many traces per ddictl session (``streaming``); a trace that breaks the session is
+        run again on its own (run_trace pins a panic to its step) and the rest go on in a
+        new session.  Destructive runs go one trace at a time."""
+        if not self.streaming or self.destructive:
+            yield from super().run_many(traces, budget_ms)
+            return
+        pending = list(traces)
+        while pending:
+            batch, pending = pending[:self.stream_chunk], pending[self.stream_chunk:]
+            self._ensure_up()
+            self._console_new()
+            done = 0
+            for out in self._checked(lambda: list(self._session(budget_ms).stream(batch)), batch[0]):
+                done += 1
+                if out.complete:
+                    # a complete trace's console is not scanned here: a warning costs a
+                    # rerun below only when the session broke
+                    yield out.trace, out.results
+                else:
+                    self._settle()
+                    yield out.trace, self.run_trace(out.trace, budget_ms)
+                    break
+            pending = batch[done:] + pending
+
+    def _checked(self, talk: Callable[[], list[SessionOutput]], trace: Trace) -> list[SessionOutput]:
+        try:
+            return talk()
+        except ProtocolError as e:
+            raise TargetError(f"trace {trace.name}: {e}") from None
+
+    def _run(self, trace: Trace, budget_ms: int, lockstep: bool) -> list[Result]:
+        self._ensure_up()
+        self._console_new()
+        session = self._session(budget_ms)
+        [out] = self._checked(lambda: [session.lockstep(trace) if lockstep else session.batch(trace)], trace)
+        if not out.complete or len(out.results) < len(trace.steps):
+            self._settle()
+        return self.classify(trace, out, self._console_new())
+
+    def classify(self, trace: Trace, out: SessionOutput, console: str) -> list[Result]:
+        """Rules 2-5 of the module doc: a session's output and the console -> the step results."""
+        results = list(out.results)
+        findings = panics.scan(console, self.console_os)
+        fatal = panics.first_fatal(findings)
+        if fatal is not None or not self.alive():
+            if results and results[-1].kind is ResultKind.HANG:
+                results.pop()  # the hang was the op's thread dying with the kernel
+            results.append(Result(ResultKind.PANIC, message=self.panic_message(findings),
+                                  excerpt=excerpt(console, fatal)))
+            self._retire()
+            return results
+        if findings and results:
+            last = results[-1]
+            last.warnings = tuple(last.warnings) + tuple(f.title for f in findings)
+        if results and results[-1].kind is ResultKind.HANG:
+            if self.hang_replaces_guest:
+                self._retire()
+        elif out.broke and len(results) < len(trace.steps):
+            results.append(Result(ResultKind.HANG, note=out.broke))
+            self._retire()
+        return results
+
+
+class GuestTarget(DdictlTarget):
+    """A driver in a QEMU guest, reached over SSH: ``machine`` (console, QMP) and ``ssh``."""
 
     def __init__(self, workdir: Path, *, destructive: bool = False, accel: str = "auto",
                  log: Log = lambda s: None, progress=None) -> None:
@@ -187,16 +309,6 @@ class GuestTarget(Target):
         self.machine = None
         self.ssh = None
         self._last_poll = 0.0
-
-    # ------------------------------------------------------------ what a subclass says
-    @abc.abstractmethod
-    def ddictl_command(self) -> str:
-        """The guest command line that starts ddictl on the driver's device."""
-
-    def panic_message(self, findings: list[panics.Finding]) -> str:
-        """The panic text a result carries: the kernel's own words."""
-        fatal = panics.first_fatal(findings)
-        return fatal.title if fatal is not None else NO_MESSAGE
 
     @property
     def pauses_on_panic(self) -> bool:
@@ -215,11 +327,9 @@ class GuestTarget(Target):
         self.boot()
 
     def _retire(self) -> None:
-        """The guest died or is wedged: the next trace gets a new one."""
         if not (self.pauses_on_panic and self.machine is not None and self.machine.panicked()):
             self.close()  # a paused guest is kept: restore() reuses its QEMU
 
-    # ------------------------------------------------------------ lifecycle shared by guests
     def alive(self) -> bool:
         m = self.machine
         return (m is not None and m.is_running() and self.ssh is not None
@@ -246,9 +356,16 @@ class GuestTarget(Target):
             raise TargetError(f"the {self.name} guest is not up")
         return self.ssh.run(quote(*argv), timeout=timeout)
 
-    # ------------------------------------------------------------ ops
+    # ------------------------------------------------------------ the session's plumbing
+    def _open_channel(self):
+        return self.ssh.open_channel(30)
+
+    def _console_new(self) -> str:
+        m = self.machine
+        return m.console.new_text() if m is not None and m.console else ""
+
     def _dead(self) -> bool:
-        """Polled by the session while it waits (at most every 0.2 s): the guest stopped."""
+        """At most every 0.2 s: QEMU exited, or paused on a panic."""
         m = self.machine
         if m is None or not m.is_running():
             return True
@@ -260,94 +377,10 @@ class GuestTarget(Target):
         self._last_poll = now
         return m.panicked()
 
-    def _session(self, budget_ms: int) -> DdictlSession:
-        ssh = self.ssh
-        return DdictlSession(lambda: ssh.open_channel(30), self.ddictl_command(), budget_ms, self._dead)
-
-    def run_trace(self, trace: Trace, budget_ms: int) -> list[Result]:
-        """Rule 1: a batch, rerun in lockstep on a fresh guest when it ends in a panic."""
-        results = self._run(trace, budget_ms, lockstep=self.destructive)
-        if (results and results[-1].kind is ResultKind.PANIC and not self.destructive
-                and len(results) <= len(trace.steps)):
-            again = self._run(trace, budget_ms, lockstep=True)
-            if again and again[-1].kind is ResultKind.PANIC:
-                return again
-        return results
-
-    def run_many(self, traces: list[Trace], budget_ms: int) -> Iterator[tuple[Trace, list[Result]]]:
-        """Many traces per ddictl session (``streaming``); a trace that breaks the session is
-        run again on its own (run_trace pins a panic to its step) and the rest go on in a
-        new session.  Destructive runs go one trace at a time."""
-        if not self.streaming or self.destructive:
-            yield from super().run_many(traces, budget_ms)
-            return
-        pending = list(traces)
-        while pending:
-            batch, pending = pending[:self.stream_chunk], pending[self.stream_chunk:]
-            self._ensure_guest()
-            self.machine.console.new_text()
-            done = 0
-            for out in self._checked(lambda: list(self._session(budget_ms).stream(batch)), batch[0]):
-                done += 1
-                if out.complete:
-                    # a complete trace's console is not scanned here: a warning costs a
-                    # rerun below only when the session broke
-                    yield out.trace, out.results
-                else:
-                    self._settle()
-                    yield out.trace, self.run_trace(out.trace, budget_ms)
-                    break
-            pending = batch[done:] + pending
-
-    def _checked(self, talk: Callable[[], list[SessionOutput]], trace: Trace) -> list[SessionOutput]:
-        try:
-            return talk()
-        except ProtocolError as e:
-            raise TargetError(f"trace {trace.name}: {e}") from None
-
-    def _ensure_guest(self) -> None:
-        if not self.alive():
-            self.replace_guest()
-        assert self.machine is not None and self.ssh is not None
-
     def _settle(self) -> None:
-        """After trouble, give a dying QEMU a moment to exit (or pause), so alive() tells the truth."""
         m = self.machine
         if m is not None and m.is_running() and not m.panicked():
             m.wait_exit(self.death_grace_s)
-
-    def _run(self, trace: Trace, budget_ms: int, lockstep: bool) -> list[Result]:
-        self._ensure_guest()
-        self.machine.console.new_text()
-        session = self._session(budget_ms)
-        [out] = self._checked(lambda: [session.lockstep(trace) if lockstep else session.batch(trace)], trace)
-        if not out.complete or len(out.results) < len(trace.steps):
-            self._settle()
-        console = self.machine.console.new_text() if self.machine.console else ""
-        return self.classify(trace, out, console)
-
-    def classify(self, trace: Trace, out: SessionOutput, console: str) -> list[Result]:
-        """Rules 2-5 of the module doc: a session's output and the console -> the step results."""
-        results = list(out.results)
-        findings = panics.scan(console, self.console_os)
-        fatal = panics.first_fatal(findings)
-        if fatal is not None or not self.alive():
-            if results and results[-1].kind is ResultKind.HANG:
-                results.pop()  # the hang was the op's thread dying with the kernel
-            results.append(Result(ResultKind.PANIC, message=self.panic_message(findings),
-                                  excerpt=excerpt(console, fatal)))
-            self._retire()
-            return results
-        if findings and results:
-            last = results[-1]
-            last.warnings = tuple(last.warnings) + tuple(f.title for f in findings)
-        if results and results[-1].kind is ResultKind.HANG:
-            if self.hang_replaces_guest:
-                self._retire()
-        elif out.broke and len(results) < len(trace.steps):
-            results.append(Result(ResultKind.HANG, note=out.broke))
-            self._retire()
-        return results
 
 
 NO_MESSAGE = "the guest died (QEMU exited) with no kernel message on the console"

@@ -39,6 +39,7 @@ class ModelEcho:
     os = "illumos"
     streaming = False
     unobservable: frozenset = frozenset()
+    families = frozenset({"rmap", "umem", "kmem"})
 
     def __init__(self) -> None:
         self.facts = Facts()

@@ -1,0 +1,229 @@
+"""The `illumos-gate` target: the real illumos resource-map code, run in-process.
+
+No illumos kernel boots on the machines this project runs on, but resource
+maps are plain C: ``usr/src/uts/common/os/rmap.c`` is a few lines over
+``usr/src/uts/common/os/vmem.c``.  This target compiles those two files,
+unmodified, from an illumos-gate tree against the project's own fake-kernel
+shim (``kmod/gate``: mutexes, condition variables, panic and cmn_err with the
+kernel's printf rules, ``vmem_init`` over a host memory region) into
+``gatectl``, a runner that speaks guest/ddictl's line protocol for the
+resource-map ops.  Sessions, classification, comparison, shrinking and every
+report are then the same as for a guest: ``gatectl``'s stderr is the
+"console" (a panic prints ``panic[cpu0]/thread=...: <message>`` there and the
+runner exits; a crash prints a ``BAD TRAP`` line).
+
+Where the sources come from, first match wins: ``--gate DIR`` (a user's
+illumos-gate checkout: DIR/usr/src/uts/common/os/vmem.c ...), else
+``$DDIH_ILLUMOS_GATE``.  The manifest records the directory and the sha256 of
+each source, so a report says exactly which vmem.c it checked.
+
+Not covered: kmem, umem and devmap need a live kernel (page tables, a segment
+driver, the kmem caches' magazines and CPUs); those ops are refused with
+ENOTSUP.  ``vmem_update`` (the 15 s hash rescale) is not scheduled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.targets.base import DdictlTarget, Facts, Log, TargetError, UnloadResult
+
+KMOD_GATE = Path(__file__).resolve().parents[2] / "kmod" / "gate"
+SOURCES = ("usr/src/uts/common/os/vmem.c", "usr/src/uts/common/os/rmap.c")
+ENV = "DDIH_ILLUMOS_GATE"
+
+
+@dataclass
+class GateFacts(Facts):
+    target: str = "illumos-gate"
+    accelerator: str = "none (in-process, no guest)"
+    gate_dir: str = ""
+    gate_debug: bool = False
+    sources_sha256: dict[str, str] | None = None
+    vmem_update: str = "not scheduled (no 15 s hash rescale)"
+
+
+class LocalChannel:
+    """A local process behind the few methods a session needs (harness.session.Channel)."""
+
+    def __init__(self, console: "ConsoleBuffer") -> None:
+        self.console = console
+        self.proc: subprocess.Popen | None = None
+        self.timeout = 0.2
+        self.closed = False
+
+    def exec_command(self, command: str) -> None:
+        self.proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, bufsize=0)
+        threading.Thread(target=self.console.drain, args=(self.proc.stderr,), daemon=True,
+                         name="gatectl-stderr").start()
+
+    def settimeout(self, timeout: float) -> None:
+        self.timeout = timeout
+
+    def sendall(self, data: bytes) -> None:
+        assert self.proc and self.proc.stdin
+        self.proc.stdin.write(data)  # BrokenPipeError is an OSError: the session says why
+        self.proc.stdin.flush()
+
+    def recv(self, n: int) -> bytes:
+        assert self.proc and self.proc.stdout
+        fd = self.proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], self.timeout)
+        if not ready:
+            raise TimeoutError("no output yet")
+        return os.read(fd, n)
+
+    def shutdown_write(self) -> None:
+        if self.proc and self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
+    def exit_status_ready(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def close(self) -> None:
+        self.closed = True
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f and not f.closed:
+                f.close()
+        self.console.wait_drained(self.proc.stderr)
+
+
+class ConsoleBuffer:
+    """Every runner's stderr, in order: the target's console."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.text = ""
+        self.read = 0
+        self.done: set[int] = set()
+        self.cond = threading.Condition(self.lock)
+
+    def drain(self, stream) -> None:
+        for chunk in iter(lambda: stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536), b""):
+            with self.lock:
+                self.text += chunk.decode(errors="replace")
+        with self.cond:
+            self.done.add(id(stream))
+            self.cond.notify_all()
+
+    def wait_drained(self, stream, timeout: float = 2.0) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: id(stream) in self.done, timeout)
+
+    def new_text(self) -> str:
+        with self.lock:
+            out, self.read = self.text[self.read:], len(self.text)
+        return out
+
+
+def gate_dir(explicit: str | None) -> Path:
+    """The illumos-gate tree to build from; TargetError names the input and the fix."""
+    raw = explicit or os.environ.get(ENV)
+    if not raw:
+        raise TargetError("the illumos-gate target needs an illumos-gate source tree: give --gate DIR "
+                          f"(a checkout of github.com/illumos/illumos-gate) or set {ENV}=DIR")
+    d = Path(raw).expanduser().resolve()
+    where = f"--gate {raw}" if explicit else f"{ENV}={raw}"
+    missing = [s for s in SOURCES if not (d / s).is_file()]
+    if missing:
+        raise TargetError(f"{where}: {d} has no {', '.join(missing)}; point it at the root of an "
+                          "illumos-gate checkout (the directory that holds usr/src)")
+    return d
+
+
+def build_gatectl(gate: Path, out: Path, debug: bool = False) -> Path:
+    """``make -C kmod/gate``: vmem.c + rmap.c from ``gate`` with our shim -> out/gatectl."""
+    if shutil.which("make") is None or shutil.which("gcc") is None:
+        raise TargetError("building the illumos-gate runner needs make and gcc (apt-get install make gcc)")
+    out.mkdir(parents=True, exist_ok=True)
+    argv = ["make", "-s", "-C", str(KMOD_GATE), f"GATE={gate}", f"OUT={out}"]
+    if debug:
+        argv.append("GATE_DEBUG=1")
+    p = subprocess.run(argv, capture_output=True, text=True)
+    if p.returncode != 0:
+        errors = [l for l in (p.stdout + p.stderr).splitlines() if "error" in l.lower()][:8]
+        raise TargetError(f"the illumos-gate sources in {gate} did not compile with the shim "
+                          f"({' '.join(argv)}):\n" + "\n".join(errors or (p.stdout + p.stderr).splitlines()[-15:]))
+    return out / "gatectl"
+
+
+class GateTarget(DdictlTarget):
+    name = "illumos-gate"
+    model_name = "illumos"
+    os = "illumos"
+    console_os = "illumos"
+    streaming = True
+    # kmem, umem and devmap need a live kernel (page tables, a segment driver, the kmem caches'
+    # magazines and CPUs): the runner refuses them, and the runner skips such traces
+    families = frozenset({"rmap"})
+
+    def __init__(self, workdir: Path, gate: str | None = None, debug: bool = False,
+                 log: Log = lambda s: None) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.gate = gate
+        self.debug = debug
+        self.log = log
+        # no guards: the routines are called raw, and a panic ends one runner process, never a
+        # machine (the registry runs this target in destructive mode: harness.targets.effective)
+        self.destructive = True
+        self.facts = GateFacts(gate_debug=debug)
+        self.binary: Path | None = None
+        self.console = ConsoleBuffer()
+
+    @classmethod
+    def from_options(cls, name, options, workdir, *, log=lambda s: None, progress=None) -> "GateTarget":
+        return cls(workdir, gate=options.gate, debug=options.gate_debug, log=log)
+
+    def prepare(self) -> None:
+        d = gate_dir(self.gate)
+        t = time.monotonic()
+        self.facts.gate_dir = str(d)
+        self.facts.sources_sha256 = {s: hashlib.sha256((d / s).read_bytes()).hexdigest() for s in SOURCES}
+        vmem = self.facts.sources_sha256[SOURCES[0]][:12]
+        self.facts.guest_kernel = f"illumos-gate vmem.c {vmem}"
+        self.facts.guest_kernel_package = str(d)
+        self.facts.image_key = vmem
+        self.binary = build_gatectl(d, self.workdir / "gate-build", self.debug)
+        self.facts.driver_build_s = round(time.monotonic() - t, 2)
+        self.log(f"illumos-gate runner built from {d} in {self.facts.driver_build_s} s")
+
+    def boot(self) -> None:
+        if self.binary is None:
+            self.prepare()
+        self.facts.boots += 1
+
+    def alive(self) -> bool:
+        return self.binary is not None and self.binary.exists()
+
+    def close(self) -> None:
+        pass  # every session's runner exits with it
+
+    def _retire(self) -> None:
+        pass  # the next session starts a new runner
+
+    def unload(self) -> UnloadResult:
+        return UnloadResult(True, 0, "nothing to unload: each session is its own process")
+
+    def ddictl_command(self) -> str:
+        return shlex.quote(str(self.binary))
+
+    def _open_channel(self) -> LocalChannel:
+        return LocalChannel(self.console)
+
+    def _console_new(self) -> str:
+        return self.console.new_text()
