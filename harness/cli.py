@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from harness import __version__
+from harness.conformance.generate import PROFILES
 from harness.model import MODEL_NAMES
 from harness.options import RunOptions
 from harness.targets import TARGET_NAMES, TARGETS
@@ -54,7 +55,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                       budget_ms=args.budget_ms, accel=args.accel, generate=args.generate, seed=args.seed,
                       regressions=args.regressions, kmem_flags=args.kmem_flags, fault=args.fault,
                       jobs=args.jobs, shard=args.shard, run_budget=args.run_budget, shrink=not args.no_shrink,
-                      gate=args.gate, gate_debug=args.gate_debug)
+                      gate=args.gate, gate_debug=args.gate_debug, profile=args.profile)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -212,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--generate", type=int, default=0, metavar="N",
                    help="run N generated traces (random, valid by construction) instead of the corpus")
     r.add_argument("--seed", type=int, default=1, help="seed for --generate (default 1)")
+    r.add_argument("--profile", choices=PROFILES, default=None,
+                   help="what --generate makes: basic (every family, legal calls) or corners (resource maps "
+                        "aimed at vmem's corners: several sleepers, spans near 2^64, overlapping spans, class "
+                        "boundaries). Default: corners on illumos-gate, basic elsewhere")
     r.add_argument("--html", metavar="FILE", help="HTML report (default: OUT/report.html)")
     r.add_argument("--regressions", default="regressions", metavar="DIR",
                    help="kept regression traces, replayed first (default: ./regressions)")

@@ -30,6 +30,7 @@ class RunOptions:
     accel: str = "auto"                   # auto | kvm | tcg
     generate: int = 0                     # run N generated traces instead of the corpus
     seed: int = 1
+    profile: str | None = None            # generator profile (basic | corners); None: the target's
     regressions: str | None = "regressions"  # kept regression traces, replayed first; None: none
     kmem_flags: int = 0                   # illumos: a debug-allocator variant of the base image
     fault: str = ""                       # linux: faults the driver injects on purpose

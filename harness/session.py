@@ -75,6 +75,10 @@ class SessionOutput:
     mode: SessionMode
     results: list[Result] = field(default_factory=list)
     broke: str | None = None  # why the conversation ended before the trace did; None: it did not
+    # lines that are not results, in order, each with the number of results before it: a
+    # runner whose console shares the output pipe (the illumos-gate runner) puts the kernel's
+    # messages there, just before the result of the op that printed them
+    console: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -96,19 +100,32 @@ class DdictlSession:
         self.command = command
         self.budget_ms = budget_ms
         self.dead = dead
+        self._lines: dict[str, tuple[Trace, list[str]]] = {}  # a trace resent after a break is not re-encoded
+
+    def lines(self, trace: Trace) -> list[str]:
+        """ddictl's input lines for a trace (ProtocolError for a step that cannot be sent)."""
+        hit = self._lines.get(trace.name)
+        if hit is not None and hit[0] is trace:
+            return hit[1]
+        lines = [encode(s) for s in trace.steps]
+        self._lines[trace.name] = (trace, lines)
+        return lines
 
     # ------------------------------------------------------------ helpers
     def _hang_note(self, step: int) -> str:
         return f"killed after {self.budget_ms / 1000:g} s in step {step}"
 
-    def _decode(self, raw: bytes, results: list[Result]) -> None:
+    def _decode(self, raw: bytes, out: SessionOutput) -> None:
+        text = raw.decode(errors="replace")
         try:
-            r = decode(raw.decode(errors="replace"))
+            r = decode(text)
         except ProtocolError:
-            return  # not a result line (ddictl's own diagnostics go to stderr; be lenient)
+            if text.strip():
+                out.console.append((len(out.results), text))  # not a result: console text
+            return
         if r.kind is ResultKind.HANG:  # ddictl says only that the budget ran out; where is ours to say
-            r.note = self._hang_note(len(results) + 1)
-        results.append(r)
+            r.note = self._hang_note(len(out.results) + 1)
+        out.results.append(r)
 
     def _start(self) -> Channel:
         chan = self.open_channel()
@@ -137,7 +154,8 @@ class DdictlSession:
         """
         lines = [control_budget(self.budget_ms)]
         for t in traces:
-            lines += [encode(s) for s in t.steps] + [CONTROL_RESET]
+            lines += self.lines(t)
+            lines.append(CONTROL_RESET)
         data = ("\n".join(lines) + "\n").encode()
         try:
             chan = self._start()
@@ -164,7 +182,7 @@ class DdictlSession:
                 want = len(traces[idx].steps)
                 while b"\n" in buf and len(out.results) < want:
                     raw, buf = buf.split(b"\n", 1)
-                    self._decode(raw, out.results)
+                    self._decode(raw, out)
                     if out.results and out.results[-1].kind is ResultKind.HANG:
                         yield out
                         return  # ddictl exits after a hang; the caller starts a new session
@@ -205,7 +223,7 @@ class DdictlSession:
     def lockstep(self, trace: Trace) -> SessionOutput:
         """One op per round trip on one ddictl process."""
         out = SessionOutput(trace, SessionMode.LOCKSTEP)
-        lines = [encode(s) for s in trace.steps]
+        lines = self.lines(trace)
         silence = self.budget_ms / 1000 + SILENCE_GRACE_S
         try:
             chan = self._start()
@@ -233,7 +251,7 @@ class DdictlSession:
                     if data:
                         buf += data
                 raw, buf = buf.split(b"\n", 1)
-                self._decode(raw, out.results)
+                self._decode(raw, out)
                 if out.results and out.results[-1].kind is ResultKind.HANG:
                     break
             chan.shutdown_write()

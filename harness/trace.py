@@ -17,6 +17,9 @@ of ``ResultKind`` (fixed by DESIGN.md):
     panic   the kernel panicked (``message`` holds the panic text, ``excerpt``
             the console lines around it)
     hang    the step did not return within its budget
+    undefined  (models only) the step leaves the model's domain: it cannot say
+            what the kernel does, and says so rather than guess; nothing from
+            here on is compared, and the trace ends for the model
 
 ``attrs`` carries observations that are not the return value but can be
 checked from outside: ``align`` (the guaranteed alignment: the observed
@@ -46,15 +49,16 @@ class ResultKind(enum.StrEnum):
     ERROR = "error"
     PANIC = "panic"
     HANG = "hang"
+    UNDEFINED = "undefined"
 
     @property
     def terminal(self) -> bool:
-        """A panic or a hang ends the trace."""
-        return self in (ResultKind.PANIC, ResultKind.HANG)
+        """A panic, a hang or the end of the model's domain ends the trace."""
+        return self in (ResultKind.PANIC, ResultKind.HANG, ResultKind.UNDEFINED)
 
 
 KINDS = tuple(k.value for k in ResultKind)
-TERMINAL_KINDS = (ResultKind.PANIC.value, ResultKind.HANG.value)
+TERMINAL_KINDS = (ResultKind.PANIC.value, ResultKind.HANG.value, ResultKind.UNDEFINED.value)
 _KIND = {k.value: k for k in ResultKind}
 
 
@@ -125,6 +129,8 @@ class Result:
             text = f"error {self.message or self.value}"
         elif k is ResultKind.PANIC:
             text = f"PANIC {self.message}"
+        elif k is ResultKind.UNDEFINED:
+            text = "undefined (outside the model)"
         else:
             text = "hang"
         if self.attrs:

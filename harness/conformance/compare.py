@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from harness.trace import Expect
-from harness.model.outcome import Result, message_matches
+from harness.model.outcome import message_matches
+from harness.trace import Expect, Result, ResultKind
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,13 @@ def check_expect(expect: Expect, result: Result) -> list[Mismatch]:
 
 
 def compare(predicted: Result, observed: Result, strict_warnings: bool = True) -> list[Mismatch]:
-    """Every field where an observation departs from a prediction."""
+    """Every field where an observation departs from a prediction.
+
+    A prediction of ``undefined`` (outside the model's domain) admits any observation.
+    """
     out: list[Mismatch] = []
+    if predicted.kind is ResultKind.UNDEFINED:
+        return out
     if predicted.kind != observed.kind:
         return [Mismatch("kind", predicted.short(), observed.short())]
     if predicted.value is not None and predicted.value != observed.value:

@@ -216,8 +216,12 @@ def select_traces(options: RunOptions, replay_traces: list[Trace] | None = None)
     if replay_traces is not None:
         traces, paths = list(replay_traces), ["(replayed from a run.json)"]
     elif options.generate:
-        traces = generate(options.generate, options.seed)
-        paths = [f"generated: {options.generate} traces, seed {options.seed}"]
+        if options.generate < 0:
+            raise TraceError("--generate", None, f"{options.generate} traces cannot be generated",
+                             "give a positive number of traces")
+        profile = options.profile or generator_profile(options.target)
+        traces = generate(options.generate, options.seed, profile=profile)
+        paths = [f"generated: {options.generate} traces, seed {options.seed}, profile {profile}"]
     else:
         paths = list(options.traces) or [str(CORPUS)]
         traces = load_traces(paths)
@@ -236,6 +240,14 @@ def select_traces(options: RunOptions, replay_traces: list[Trace] | None = None)
         traces = sorted(traces, key=lambda t: t.name)[i - 1::n]
         paths = paths + [f"shard {i}/{n}"]
     return traces, paths
+
+
+def generator_profile(target: str) -> str:
+    """The default generator profile: ``corners`` for a target that runs resource maps only
+    (the illumos-gate target: its traces are all rmap, aimed at vmem's corners), else ``basic``."""
+    from harness.targets import target_info
+
+    return "corners" if target_info(target).load().families == frozenset({"rmap"}) else "basic"
 
 
 def parse_shard(text: str) -> tuple[int, int]:

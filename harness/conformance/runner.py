@@ -139,6 +139,10 @@ def run_conformance(target: Target, traces: list[Trace], *, destructive: bool = 
         other = sorted({s.spec.family for s in trace.steps} - target.families)
         if other:
             return f"the {target.name} target does not run {', '.join(other)} ops"
+        debug = bool(trace.config.get("debug", False))
+        if target.debug_kernel is not None and debug != target.debug_kernel:
+            return ("written for a DEBUG kernel" if debug else "written for a non-DEBUG kernel") + \
+                f" (the {target.name} kernel is {'' if target.debug_kernel else 'not '}one)"
         if trace.destructive and not destructive:
             return "destructive (use --destructive)"
         if pinned is not None and pinned != destructive:
@@ -303,12 +307,16 @@ def run_one(target: Target, trace: Trace, destructive: bool, budget_ms: int,
             exp = step.expect.get(target.model_name)
             if exp is not None:
                 sr.expect_failures = [f"expect_{target.model_name} {m}" for m in check_expect(exp, obs)]
-        if obs is not None and obs.kind is ResultKind.HANG and predicted.kind is not ResultKind.HANG:
+        if obs is not None and obs.kind is ResultKind.HANG and predicted.kind not in (ResultKind.HANG, ResultKind.UNDEFINED):
             sr.mismatches.append(f"unexpected hang: {obs.note or f'killed after {budget_ms / 1000:g} s in step {i + 1}'}")
         rec.steps.append(sr)
         on_step(sr)
         if obs is None or obs.terminal or predicted.terminal:
-            rec.end = obs.kind.value if obs is not None and obs.terminal else ("no result" if obs is None else "completed")
+            if predicted.kind is ResultKind.UNDEFINED:
+                rec.end = "undefined"  # the model's domain ends here: nothing after it is compared
+            else:
+                rec.end = obs.kind.value if obs is not None and obs.terminal else \
+                    ("no result" if obs is None else "completed")
             break
     rec.seconds = round(time.monotonic() - t0, 3)
     return rec

@@ -16,7 +16,7 @@ from harness.model.kmem import KmemState
 from harness.model.outcome import Result, ResultKind
 from harness.model.rmap import RmapState
 from harness.model.umem import UmemState
-from harness.model.vmem import VmemPanic
+from harness.model.vmem import VmemPanic, VmemUndefined
 from harness.ops import U64
 
 
@@ -33,7 +33,7 @@ class IllumosModel:
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         self.config = config or ModelConfig()
-        self.rmap = RmapState()
+        self.rmap = RmapState(self.config.debug)
         self.umem = UmemState(self.config.mem_limit)
         self.kmem = KmemState(self.config.kmem_flags, self.config.debug, self.config.mem_limit)
 
@@ -45,9 +45,11 @@ class IllumosModel:
         a = step.args
         op = step.op
         if op in RMAP_OPS:
-            before = self.rmap.insert_counts() if self.rmap.waiters else None
             try:
                 result = self._rmap(op, a)
+                self.rmap.settle()  # woken sleepers run before anyone reads the counters
+            except VmemUndefined as u:
+                return R.undefined(str(u))
             except VmemPanic as p:
                 if self.config.destructive:
                     result = R.panic(str(p))
@@ -56,8 +58,6 @@ class IllumosModel:
                         rm_map = self.rmap.maps[a["map"]]
                         rm_map.contains -= 1
                     result = refused(str(p))
-            if before is not None:
-                self.rmap.wake(before)
             return result
         if op.startswith("umem"):
             if op == "umem_alloc":

@@ -17,7 +17,7 @@ from typing import Any
 from harness.trace import KINDS, TERMINAL_KINDS, Result, ResultKind
 
 __all__ = ["KINDS", "TERMINAL_KINDS", "Result", "ResultKind", "value", "null", "ok", "error", "panic",
-           "hang", "message_pattern", "message_matches"]
+           "hang", "undefined", "message_pattern", "message_matches"]
 
 
 def value(v: int, **attrs: Any) -> Result:
@@ -42,6 +42,11 @@ def panic(message: str, warnings: tuple[str, ...] = ()) -> Result:
 
 def hang(note: str | None = None) -> Result:
     return Result("hang", note=note)
+
+
+def undefined(why: str) -> Result:
+    """The model cannot predict this step (``why`` says which state it does not follow)."""
+    return Result(ResultKind.UNDEFINED, note=why)
 
 
 _PLACEHOLDER = re.compile(r"<[^<>\s]+>")

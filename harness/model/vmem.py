@@ -38,6 +38,18 @@ class VmemPanic(Exception):
     """The kernel would panic with this message (placeholders for pointers)."""
 
 
+class VmemUndefined(Exception):
+    """vmem would reach a state the model does not predict (the message says which).
+
+    A free segment that starts at address 0 (a span wrapping past 2^64, carved or
+    freed so that a free piece begins at 0) looks like a freelist head to vmem:
+    ``vmem_xalloc()`` skips it or jumps freelists, ``vmem_freelist_delete()`` of a
+    neighbour clears a freemap bit, and one search can loop for ever with the arena
+    lock held.  What follows depends on the neighbourhood in ways the model does not
+    follow, so it says so instead of guessing.
+    """
+
+
 class Seg:
     __slots__ = ("start", "end", "free", "prev", "next")
 
@@ -73,8 +85,9 @@ def lowbit(x: int) -> int:
 class Vmem:
     """One vmem arena with quantum 1 (an rmap resource map)."""
 
-    def __init__(self, name: str = "rmap", ptr: str = "<m>") -> None:
+    def __init__(self, name: str = "rmap", ptr: str = "<m>", debug: bool = False) -> None:
         self.name = name
+        self.debug = debug  # a DEBUG kernel: ASSERTs run, and some of them count
         self.ptr = ptr  # how the arena pointer appears in predicted messages
         self.spans: list[Span] = []
         self._starts: list[int] = []  # span index, see contains_range
@@ -90,14 +103,31 @@ class Vmem:
         self.wait = 0
         self.contains = 0
         self.inserts = 0  # freelist insertions: each one broadcasts the arena cv
+        # rmalloc_wait sleepers (opaque to vmem), in sleep order; a freelist insertion
+        # broadcasts vm_cv and moves them all to ``woken`` (shared with the caller)
+        self.sleeping: list = []
+        self.woken: list = []
+        self.undefined: str | None = None  # why the next operation is outside the model
+
+    def check_defined(self) -> None:
+        """Raise VmemUndefined when an earlier operation left the arena outside the model."""
+        if self.undefined is not None:
+            raise VmemUndefined(self.undefined)
 
     # ------------------------------------------------------------ freelists
 
     def _fl_insert(self, seg: Seg) -> None:
+        if seg.start == 0 and self.undefined is None:
+            # this operation completes as predicted; the next one on the arena cannot be
+            self.undefined = ("a free segment starts at address 0, where vmem takes it for a freelist head "
+                              "(vmem_xalloc(), vmem_freelist_delete())")
         i = ((seg.end - seg.start) & MASK).bit_length() - 1
         self.freelists[i][seg] = None
         self.freemap |= 1 << i
         self.inserts += 1
+        if self.sleeping:  # vmem_freelist_insert(): cv_broadcast(&vmp->vm_cv)
+            self.woken.extend(self.sleeping)
+            self.sleeping.clear()
 
     def _fl_delete(self, seg: Seg) -> None:
         i = ((seg.end - seg.start) & MASK).bit_length() - 1
@@ -139,6 +169,8 @@ class Vmem:
 
     def add(self, addr: int, size: int) -> None:
         self.check_add(addr, size)
+        if self.debug:  # vmem_add(): ASSERT(!vmem_contains(vmp, vaddr, size)) counts in `contains`
+            self.contains += 1
         end = (addr + size) & MASK
         self.spans.append(Span(addr, end))
         self._index_span(addr, (end - 1) & MASK)
@@ -162,16 +194,24 @@ class Vmem:
             cand = fm & -(1 << h) & MASK
         return lowbit(cand) - 1
 
-    def try_alloc(self, size: int) -> int:
-        """One pass of vmem_alloc: the address, or 0 when nothing fits.
+    def try_alloc(self, size: int) -> int | None:
+        """One pass of vmem_alloc: the address, or None when nothing fits (0 is an address).
 
-        size 0 panics; the caller counts fail/wait.
+        Instant fit first (vmem_alloc()), then the vmem_xalloc() search.  size 0 panics;
+        the caller counts fail/wait.
         """
         i = self._instant_list(size)
         if i >= 0:
             fl = self.freelists[i]
             return self._carve(next(reversed(fl)), size)
-        # vmem_xalloc fallback (align 1, phase 0, nocross 0, no limits)
+        return self.xalloc(size)
+
+    def xalloc(self, size: int) -> int | None:
+        """The vmem_xalloc() search (align 1, phase 0, nocross 0, no limits): the address or None.
+
+        A sleeper woken by a broadcast retries with this search only: vmem_xalloc's loop
+        goes back to ``do_alloc`` after cv_wait, never to the instant fit.
+        """
         fm = self.freemap
         if size & (size - 1) == 0:
             start = (size.bit_length() - 1) if size else -1
@@ -192,7 +232,7 @@ class Vmem:
                 i += 1
         if size == 0:
             raise VmemPanic("vmem_xalloc(): size == 0")
-        return 0
+        return None
 
     def _carve(self, seg: Seg, size: int) -> int:
         addr = seg.start

@@ -13,6 +13,9 @@ between targets is declared, not discovered:
                   driver cannot see which kmem cache served a buffer)
     families      the op families it can run (harness/ops.py); a trace that
                   needs another is skipped, and the report says why
+    debug_kernel  True/False when the target knows whether its kernel is a
+                  DEBUG build: a trace written for the other kind is skipped;
+                  None when it cannot tell (a guest's kernel)
 
 ``DdictlTarget`` is a target driven through ddictl's line protocol
 (``harness.session``); ``GuestTarget`` is one whose driver lives in a QEMU
@@ -22,8 +25,9 @@ once for every such target:
 1. A trace runs as one ddictl batch.  A kernel that dies mid-batch can take
    the last results with it (they were still in the guest's buffers), so a
    batch that ends in a panic is run again on a fresh guest in lockstep,
-   which pins the panic to its step.  Destructive runs use lockstep from the
-   start: they expect panics.
+   which pins the panic to its step.  Destructive runs on a guest use
+   lockstep from the start: they expect panics, and each costs a guest
+   (``lockstep_when_destructive``).
 2. After the session, the console text since it started is scanned
    (``harness.panics``, the target's ``console_os``).  A fatal finding, or a
    guest no longer running, ends the trace with a ``panic`` result carrying
@@ -114,6 +118,7 @@ class Target(abc.ABC):
     faults: ClassVar[frozenset[str]] = frozenset()
     unobservable: ClassVar[frozenset[tuple[str, str]]] = frozenset()
     families: ClassVar[frozenset[str]] = frozenset({"rmap", "umem", "kmem"})
+    debug_kernel: bool | None = None
     facts: Facts
     destructive: bool = False
 
@@ -182,6 +187,9 @@ class DdictlTarget(Target):
 
     console_os: ClassVar[str] = ""          # the panic recogniser to use (harness.panics)
     hang_replaces_guest: ClassVar[bool] = False
+    # a guest that panics takes the kernel and its buffers with it: destructive runs go in
+    # lockstep from the start; where a panic costs one process, they stream like any other
+    lockstep_when_destructive: ClassVar[bool] = True
     death_grace_s: ClassVar[float] = 2.0    # how long a dying guest gets to exit before we look
     stream_chunk: ClassVar[int] = 100       # traces per ddictl session when streaming
 
@@ -224,8 +232,9 @@ class DdictlTarget(Target):
 
     def run_trace(self, trace: Trace, budget_ms: int) -> list[Result]:
         """Rule 1: a batch, rerun in lockstep on a fresh guest when it ends in a panic."""
-        results = self._run(trace, budget_ms, lockstep=self.destructive)
-        if (results and results[-1].kind is ResultKind.PANIC and not self.destructive
+        results = self._run(trace, budget_ms, lockstep=self.destructive and self.lockstep_when_destructive)
+        if (results and results[-1].kind is ResultKind.PANIC
+                and not (self.destructive and self.lockstep_when_destructive)
                 and len(results) <= len(trace.steps)):
             again = self._run(trace, budget_ms, lockstep=True)
             if again and again[-1].kind is ResultKind.PANIC:
@@ -235,22 +244,23 @@ class DdictlTarget(Target):
     def run_many(self, traces: list[Trace], budget_ms: int) -> Iterator[tuple[Trace, list[Result]]]:
         """Many traces per ddictl session (``streaming``); a trace that breaks the session is
         run again on its own (run_trace pins a panic to its step) and the rest go on in a
-        new session.  Destructive runs go one trace at a time."""
-        if not self.streaming or self.destructive:
+        new session.  Destructive runs on a guest go one trace at a time."""
+        if not self.streaming or (self.destructive and self.lockstep_when_destructive):
             yield from super().run_many(traces, budget_ms)
             return
         pending = list(traces)
+        session = self._session(budget_ms)  # its channel is opened anew for each chunk
         while pending:
             batch, pending = pending[:self.stream_chunk], pending[self.stream_chunk:]
             self._ensure_up()
             self._console_new()
             done = 0
-            for out in self._checked(lambda: list(self._session(budget_ms).stream(batch)), batch[0]):
+            for out in self._checked(lambda: list(session.stream(batch)), batch[0]):
                 done += 1
                 if out.complete:
-                    # a complete trace's console is not scanned here: a warning costs a
-                    # rerun below only when the session broke
-                    yield out.trace, out.results
+                    # a guest's console is not read per streamed trace (it is not in step with
+                    # the results); a runner whose console shares the pipe has it in order
+                    yield out.trace, (self.classify(out.trace, out, "") if out.console else out.results)
                 else:
                     self._settle()
                     yield out.trace, self.run_trace(out.trace, budget_ms)
@@ -275,18 +285,24 @@ class DdictlTarget(Target):
     def classify(self, trace: Trace, out: SessionOutput, console: str) -> list[Result]:
         """Rules 2-5 of the module doc: a session's output and the console -> the step results."""
         results = list(out.results)
-        findings = panics.scan(console, self.console_os)
+        inline = [line for _, line in out.console]
+        text = "\n".join(([console] if console else []) + inline)
+        findings = panics.scan(text, self.console_os)
         fatal = panics.first_fatal(findings)
         if fatal is not None or not self.alive():
             if results and results[-1].kind is ResultKind.HANG:
                 results.pop()  # the hang was the op's thread dying with the kernel
             results.append(Result(ResultKind.PANIC, message=self.panic_message(findings),
-                                  excerpt=excerpt(console, fatal)))
+                                  excerpt=excerpt(text, fatal)))
             self._retire()
             return results
         if findings and results:
-            last = results[-1]
-            last.warnings = tuple(last.warnings) + tuple(f.title for f in findings)
+            for f in findings:
+                # in-pipe console text comes just before the result of the op that printed it;
+                # a guest's console is not in step with the results: the last step ran gets it
+                at = out.console[f.line - 1][0] if not console and f.line <= len(out.console) else len(results) - 1
+                r = results[min(at, len(results) - 1)]
+                r.warnings = tuple(r.warnings) + (f.title,)
         if results and results[-1].kind is ResultKind.HANG:
             if self.hang_replaces_guest:
                 self._retire()

@@ -10,7 +10,9 @@ kernel's printf rules, ``vmem_init`` over a host memory region) into
 resource-map ops.  Sessions, classification, comparison, shrinking and every
 report are then the same as for a guest: ``gatectl``'s stderr is the
 "console" (a panic prints ``panic[cpu0]/thread=...: <message>`` there and the
-runner exits; a crash prints a ``BAD TRAP`` line).
+runner exits; a crash prints a ``BAD TRAP`` line).  It shares the output pipe,
+and the runner flushes its results before each console message, so every
+message reaches the session just before the result of the op that printed it.
 
 Where the sources come from, first match wins: ``--gate DIR`` (a user's
 illumos-gate checkout: DIR/usr/src/uts/common/os/vmem.c ...), else
@@ -30,7 +32,6 @@ import select
 import shlex
 import shutil
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,19 +54,20 @@ class GateFacts(Facts):
 
 
 class LocalChannel:
-    """A local process behind the few methods a session needs (harness.session.Channel)."""
+    """A local process behind the few methods a session needs (harness.session.Channel).
 
-    def __init__(self, console: "ConsoleBuffer") -> None:
-        self.console = console
+    Its stderr (the runner's console) shares the stdout pipe: the runner flushes its results
+    before every console message, so the session sees both in the order they happened.
+    """
+
+    def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
         self.timeout = 0.2
         self.closed = False
 
     def exec_command(self, command: str) -> None:
         self.proc = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, bufsize=0)
-        threading.Thread(target=self.console.drain, args=(self.proc.stderr,), daemon=True,
-                         name="gatectl-stderr").start()
+                                     stderr=subprocess.STDOUT, bufsize=0)
 
     def settimeout(self, timeout: float) -> None:
         self.timeout = timeout
@@ -100,35 +102,6 @@ class LocalChannel:
         for f in (self.proc.stdin, self.proc.stdout):
             if f and not f.closed:
                 f.close()
-        self.console.wait_drained(self.proc.stderr)
-
-
-class ConsoleBuffer:
-    """Every runner's stderr, in order: the target's console."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.text = ""
-        self.read = 0
-        self.done: set[int] = set()
-        self.cond = threading.Condition(self.lock)
-
-    def drain(self, stream) -> None:
-        for chunk in iter(lambda: stream.read1(65536) if hasattr(stream, "read1") else stream.read(65536), b""):
-            with self.lock:
-                self.text += chunk.decode(errors="replace")
-        with self.cond:
-            self.done.add(id(stream))
-            self.cond.notify_all()
-
-    def wait_drained(self, stream, timeout: float = 2.0) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: id(stream) in self.done, timeout)
-
-    def new_text(self) -> str:
-        with self.lock:
-            out, self.read = self.text[self.read:], len(self.text)
-        return out
 
 
 def gate_dir(explicit: str | None) -> Path:
@@ -171,19 +144,20 @@ class GateTarget(DdictlTarget):
     # kmem, umem and devmap need a live kernel (page tables, a segment driver, the kmem caches'
     # magazines and CPUs): the runner refuses them, and the runner skips such traces
     families = frozenset({"rmap"})
+    lockstep_when_destructive = False  # a panic ends one runner process: stream anyway
 
     def __init__(self, workdir: Path, gate: str | None = None, debug: bool = False,
                  log: Log = lambda s: None) -> None:
         self.workdir = Path(workdir).resolve()
         self.gate = gate
         self.debug = debug
+        self.debug_kernel = debug  # built with DEBUG: ASSERTs live (--gate-debug)
         self.log = log
         # no guards: the routines are called raw, and a panic ends one runner process, never a
         # machine (the registry runs this target in destructive mode: harness.targets.effective)
         self.destructive = True
         self.facts = GateFacts(gate_debug=debug)
         self.binary: Path | None = None
-        self.console = ConsoleBuffer()
 
     @classmethod
     def from_options(cls, name, options, workdir, *, log=lambda s: None, progress=None) -> "GateTarget":
@@ -223,7 +197,7 @@ class GateTarget(DdictlTarget):
         return shlex.quote(str(self.binary))
 
     def _open_channel(self) -> LocalChannel:
-        return LocalChannel(self.console)
+        return LocalChannel()
 
     def _console_new(self) -> str:
-        return self.console.new_text()
+        return ""  # the runner's console comes in the session's output, in order

@@ -193,6 +193,7 @@ class IllumosTarget(GuestTarget):
     # can never be released, so after a hang the guest is replaced before the next trace
     hang_replaces_guest = True
     reloadable = True  # by replacing the guest
+    debug_kernel = False  # OpenIndiana and OmniOS ship non-DEBUG kernels
     death_grace_s = 3.0  # halt_on_panic=1: a panicked guest halts; -no-reboot covers the rest
     # the illumos driver cannot observe which kmem cache a buffer came from
     unobservable = frozenset({("kmem_alloc", "value"), ("kmem_zalloc", "value")})

@@ -293,6 +293,7 @@ waiter_main(void *arg)
 	struct waiter *w = arg;
 	unsigned long v;
 
+	shim_thread_counted(1);
 	(void) pthread_mutex_lock(&mu);
 	w->tok = shim_curthread();
 	(void) pthread_mutex_unlock(&mu);
@@ -300,6 +301,8 @@ waiter_main(void *arg)
 	w->res.kind = "value";
 	w->res.value = v;
 	counters(&w->res, w->map);	/* ddih.c reads them on return */
+	shim_thread_counted(0);
+	shim_busy_add(-1);
 	(void) pthread_mutex_lock(&mu);
 	w->done = 1;
 	(void) pthread_cond_broadcast(&cv);
@@ -314,24 +317,22 @@ settled(struct waiter *w)
 	return (w->done || (w->tok != NULL && shim_thread_asleep(w->tok)));
 }
 
-/* Wait (within the budget) until every background waiter has settled. */
+/*
+ * Wait (within the budget) until every background waiter has settled: none
+ * is running (each has returned or sleeps in cv_wait).  The shim counts the
+ * running ones atomically with every sleep and wakeup, so a waiter woken by
+ * another's broadcast is never missed.
+ */
 static void
 settle_all(void)
 {
 	struct timespec end, ts;
-	size_t i;
 
 	deadline(&end, budget_ms * 1000000L);
 	(void) pthread_mutex_lock(&mu);
-	for (i = 0; i < nnames; i++) {
-		struct waiter *w = names[i].w;
-
-		if (names[i].kind != OBJ_WAITER || w == NULL)
-			continue;
-		while (!settled(w) && !past(&end)) {
-			deadline(&ts, POLL_NS);
-			(void) pthread_cond_timedwait(&cv, &mu, &ts);
-		}
+	while (!shim_quiescent() && !past(&end)) {
+		deadline(&ts, POLL_NS);
+		(void) pthread_cond_timedwait(&cv, &mu, &ts);
 	}
 	(void) pthread_mutex_unlock(&mu);
 }
@@ -614,7 +615,9 @@ op_rmalloc_wait(struct line *ln)
 	}
 	w->map = c.map;
 	w->size = (size_t)c.a;
+	shim_busy_add(1);	/* running until it sleeps or returns */
 	if (pthread_create(&w->th, NULL, waiter_main, w) != 0) {
+		shim_busy_add(-1);
 		free(w);
 		protoerr("rmalloc_wait: cannot start a thread");
 		return;

@@ -33,7 +33,8 @@
  *     thread is asleep in cv_wait (shim_thread_asleep).
  *   panic, cmn_err, assfail: messages are formatted with the kernel's
  *     printf rules (%p is bare lower-case hex), the console is stderr,
- *     flushed after every message.  panic prints
+ *     flushed after every message, with stdout flushed before it (the
+ *     harness reads both through one pipe, in order).  panic prints
  *     "panic[cpu0]/thread=<hex>: <msg>" and ends the process with _exit(1);
  *     CE_WARN prints "WARNING: <msg>" on its own line, CE_NOTE "NOTICE:",
  *     CE_CONT as is; a leading '!' (or '?') sends the message to the log
@@ -92,6 +93,7 @@ struct shim_thread {
 	unsigned short		gen;	/* the cv generation it waits past */
 	int			waiting;
 	int			parked;
+	int			counted;	/* a background waiter: counts in busy */
 	unsigned long		ticket;	/* sleep order, under big */
 	struct shim_thread	*next;	/* all threads, never freed */
 };
@@ -101,6 +103,15 @@ static pthread_mutex_t big = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t bigcv = PTHREAD_COND_INITIALIZER;
 static struct shim_thread *threads;	/* under big */
 static unsigned long tickets;		/* under big */
+/*
+ * Background waiters that are running rather than asleep, under big: the
+ * runner adds one before it starts a waiter's thread and takes it away when
+ * the thread is done; cv_wait takes it away while a counted thread sleeps
+ * and cv_broadcast gives it back for each sleeper it wakes.  Zero means
+ * nothing but the caller can change the arenas: the runner reads counters
+ * only then, so they never depend on host scheduling.
+ */
+static int busy;
 
 void *panic_thread;
 int hz = 100;
@@ -134,6 +145,37 @@ shim_thread_asleep(void *t)
 
 	(void) pthread_mutex_lock(&big);
 	r = st->waiting && *st->cv == st->gen;
+	(void) pthread_mutex_unlock(&big);
+	return (r);
+}
+
+void
+shim_busy_add(int n)
+{
+	(void) pthread_mutex_lock(&big);
+	busy += n;
+	(void) pthread_cond_broadcast(&bigcv);
+	(void) pthread_mutex_unlock(&big);
+}
+
+void
+shim_thread_counted(int on)
+{
+	struct shim_thread *st = threadp();
+
+	(void) pthread_mutex_lock(&big);
+	st->counted = on;
+	(void) pthread_cond_broadcast(&bigcv);	/* one running waiter fewer */
+	(void) pthread_mutex_unlock(&big);
+}
+
+int
+shim_quiescent(void)
+{
+	int r;
+
+	(void) pthread_mutex_lock(&big);
+	r = busy == 0;
 	(void) pthread_mutex_unlock(&big);
 	return (r);
 }
@@ -337,6 +379,13 @@ vcmn_err(int ce, const char *fmt, va_list ap)
 		to_log(prefix[ce], msg);
 	if (!console || quiet)
 		return;
+	/*
+	 * The results of the ops before this message go out first: the harness
+	 * reads stdout and stderr through one pipe, so the order it sees is the
+	 * order things happened in, and a message belongs to the op whose result
+	 * line follows it.
+	 */
+	(void) fflush(stdout);
 	(void) pthread_mutex_lock(&conslock);
 	if (ce == 0)
 		(void) fputs(msg, stderr);
@@ -459,7 +508,14 @@ cv_destroy(void *cv)
 void
 cv_broadcast(void *cv)
 {
+	struct shim_thread *t;
+
 	(void) pthread_mutex_lock(&big);
+	for (t = threads; t != NULL; t = t->next) {
+		/* each counted sleeper on this cv runs again: it is busy until it sleeps or returns */
+		if (t->waiting && t->counted && !t->parked && t->cv == cv && *t->cv == t->gen)
+			busy++;
+	}
 	(*(volatile unsigned short *)cv)++;
 	(void) pthread_cond_broadcast(&bigcv);
 	(void) pthread_mutex_unlock(&big);
@@ -489,6 +545,26 @@ earlier_waking(const struct shim_thread *st)
 	return (0);
 }
 
+/*
+ * Whether another background waiter is running (not in cv_wait): a woken
+ * sleeper waits for it to sleep again or return.  vmem_xalloc drops the
+ * arena lock around kmem_reap() on its way back to sleep; without this, a
+ * woken sleeper could slip into that window, and whether the retrying
+ * thread then sees its broadcast would depend on host scheduling.  So woken
+ * sleepers run one at a time, each to the end of its attempt.
+ */
+static int
+other_running(const struct shim_thread *st)
+{
+	const struct shim_thread *t;
+
+	for (t = threads; t != NULL; t = t->next) {
+		if (t != st && t->counted && !t->waiting)
+			return (1);
+	}
+	return (0);
+}
+
 void
 cv_wait(void *cv, void *mp)
 {
@@ -501,12 +577,14 @@ cv_wait(void *cv, void *mp)
 	st->gen = *st->cv;
 	st->waiting = 1;
 	st->ticket = ++tickets;
+	if (st->counted)
+		busy--;
 	while (*st->cv == st->gen || st->parked) {
 		if (st->parked)
 			st->cv = &st->gen;	/* never touch the arena again */
 		(void) pthread_cond_wait(&bigcv, &big);
 	}
-	while (m->owner != NULL || earlier_waking(st))
+	while (m->owner != NULL || earlier_waking(st) || other_running(st))
 		(void) pthread_cond_wait(&bigcv, &big);
 	st->waiting = 0;
 	m->owner = st;

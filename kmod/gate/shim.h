@@ -39,6 +39,9 @@ void shim_boot(void);			/* host region, vmem_init, traps */
 void *shim_curthread(void);		/* the calling thread's kthread token */
 int shim_thread_asleep(void *t);	/* in cv_wait and not yet woken */
 void shim_thread_park(void *t);		/* wake it into a sleep for good */
+void shim_busy_add(int n);		/* background waiters running: +1 before start, -1 when done */
+void shim_thread_counted(int on);	/* the calling thread is such a waiter */
+int shim_quiescent(void);		/* no counted waiter is running */
 void shim_console_quiet(int on);	/* 1: console messages go to the log */
 
 #endif	/* GATE_SHIM_H */

@@ -4,10 +4,9 @@ gatectl is built from an illumos-gate checkout: $DDIH_ILLUMOS_GATE, else the pin
 checkout at <workspace>/shared/data/illumos-gate/src.  The gate's files are compiled from
 there (never copied).  Tests skip only when no gate checkout is present.
 
-The corpus comparison runs every trace of harness/traces/rmap through gatectl (one process per
-trace) and through the illumos model, and asserts agreement on kind and value for every trace
-that is not on the known-disagreement list; the disagreements themselves are printed, not
-failed, because the model is known to be wrong in places.
+These tests check the runner itself (protocol, waiters, panics, traps, the DEBUG build); the
+corpus and generated traces run against the model through the illumos-gate target in
+tests/gate/test_gate_target.py.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.conformance.traces import load_traces
 from harness.model import build
 from harness.model.base import ModelConfig, run_trace
 from harness.protocol import control_budget, decode, encode
@@ -31,7 +29,6 @@ from harness.trace import Result, Trace
 ROOT = Path(__file__).resolve().parents[2]
 GATE = Path(os.environ.get("DDIH_ILLUMOS_GATE")
             or Path(__file__).resolve().parents[3] / "shared" / "data" / "illumos-gate" / "src")
-RMAP_TRACES = ROOT / "harness" / "traces" / "rmap"
 PANIC_RE = re.compile(r"^panic\[cpu\d+\]/thread=[0-9a-f]+: (?P<msg>.*)$", re.MULTILINE)
 
 pytestmark = [
@@ -194,68 +191,6 @@ def test_debug_build(tmp_path: Path) -> None:
     assert _results(proc)[2].value == 1
 
 
-# ------------------------------------------------------------------ against the model
-
-# Traces on which gatectl (the real code) and the illumos model are known to differ in kind or
-# value; see compare_corpus's printout.  Every other trace must agree step for step.
-KNOWN_DISAGREEMENTS: frozenset[str] = frozenset()
-
-
-def _model_run(trace: Trace) -> list[Result]:
-    model = build("illumos", ModelConfig().with_trace(trace))
-    return [s.result for s in run_trace(model, trace, with_state=True).steps]
-
-
-def _same(g: Result, m: Result) -> bool:
-    return g.kind == m.kind and (g.kind != "value" or g.value == m.value)
-
-
-def compare_corpus(exe: Path) -> tuple[dict[str, tuple[int, int]], list[str], list[str]]:
-    """Per trace (agreeing steps, steps): kind/value disagreements, counter disagreements."""
-    counts: dict[str, tuple[int, int]] = {}
-    kv: list[str] = []
-    st: list[str] = []
-    for trace in load_traces(sorted(RMAP_TRACES.glob("*.yaml"))):
-        if trace.config.get("debug"):
-            continue
-        got, want = run_gate(exe, trace), _model_run(trace)
-        n = max(len(got), len(want))
-        agree = 0
-        for i in range(n):
-            g = got[i] if i < len(got) else None
-            m = want[i] if i < len(want) else None
-            step = encode(trace.steps[i]) if i < len(trace.steps) else "?"
-            if g is None or m is None or not _same(g, m):
-                kv.append(f"{trace.name} step {i + 1} `{step}`: gate "
-                          f"{g.short() if g else '(nothing)'} | model {m.short() if m else '(nothing)'}")
-                continue
-            agree += 1
-            if g.state and m.state:
-                diff = {k: (g.state[k], m.state.get(k)) for k in g.state
-                        if k in m.state and g.state[k] != m.state[k]}
-                if diff:
-                    st.append(f"{trace.name} step {i + 1} `{step}`: counters gate/model {diff}")
-        counts[trace.name] = (agree, n)
-    return counts, kv, st
-
-
-def test_corpus_against_model(gatectl: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    counts, kv, st = compare_corpus(gatectl)
-    with capsys.disabled():
-        total = sum(a for a, _ in counts.values()), sum(n for _, n in counts.values())
-        print(f"\ngatectl vs illumos model: {total[0]}/{total[1]} steps agree on kind and value")
-        for name, (a, n) in counts.items():
-            if a != n:
-                print(f"  {name}: {a}/{n}")
-        for line in kv:
-            print("  DISAGREE", line)
-        for line in st:
-            print("  COUNTERS", line)
-    assert counts, "no traces ran"
-    bad = sorted({ln.split(" step ")[0] for ln in kv} - KNOWN_DISAGREEMENTS)
-    assert not bad, f"new kind/value disagreements with the model in {bad}"
-
-
 def test_woken_sleepers_retry_in_sleep_order(gatectl: Path) -> None:
     """Sleepers woken by one broadcast take vm_lock back in the order they slept (FIFO): the same
     result on every run, and the same as the model's."""
@@ -272,4 +207,5 @@ def test_woken_sleepers_retry_in_sleep_order(gatectl: Path) -> None:
     assert len(runs) == 1
     got = [r.value for r in run_gate(gatectl, trace)[-3:]]
     assert got == [205, 100, 200]
-    assert got == [r.value for r in _model_run(trace)[-3:]]
+    model = build("illumos", ModelConfig().with_trace(trace))
+    assert got == [s.result.value for s in run_trace(model, trace).steps[-3:]]

@@ -40,6 +40,7 @@ class ModelEcho:
     streaming = False
     unobservable: frozenset = frozenset()
     families = frozenset({"rmap", "umem", "kmem"})
+    debug_kernel = None
 
     def __init__(self) -> None:
         self.facts = Facts()
