@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ready, snapshot restore, (a) the raw rate of ddictl in the guest, (b) the "
                                    "checked rate end to end, and the speedup of --jobs 2 over --jobs 1.")
     b.add_argument("what", nargs="?", choices=["model"], help="`model`: the model-only benchmark")
-    b.add_argument("--target", choices=TARGET_NAMES, help="benchmark a live guest (linux here: the illumos "
-                                                             "targets need their images)")
+    b.add_argument("--target", choices=TARGET_NAMES, help="benchmark a target: linux (a live guest) or "
+                                                             "illumos-gate (the real vmem.c in-process)")
+    b.add_argument("--gate", metavar="DIR", help="illumos-gate only: the illumos-gate checkout to build")
     b.add_argument("--traces-count", type=int, default=300, metavar="N",
                    help="generated traces in the live workload (default 300; --jobs uses 4x)")
     b.add_argument("--ops", type=int, default=200_000, help="operations to run (default 200000)")

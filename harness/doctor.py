@@ -84,6 +84,12 @@ def _illumos_base(distro: str) -> tuple[bool, str]:
     return base_status(distro)
 
 
+def _cached_gate():
+    from harness.fetch import cached_gate
+
+    return cached_gate()
+
+
 PROBES: dict[str, Callable] = {
     "which": _which,
     "free_bytes": _free_bytes,
@@ -92,6 +98,7 @@ PROBES: dict[str, Callable] = {
     "linux_image": _linux_image_cached,
     "illumos_image": _illumos_image,
     "illumos_base": _illumos_base,
+    "cached_gate": _cached_gate,
 }
 
 
@@ -108,6 +115,8 @@ def doctor(target: str) -> list[Check]:
 
     if target not in TARGET_NAMES:
         raise ValueError(f"unknown target {target!r} (use {', '.join(TARGET_NAMES)})")
+    if target == "illumos-gate":
+        return gate_checks()
     checks: list[Check] = []
     apt_qemu = "install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86 qemu-utils)"
     for exe in ("qemu-system-x86_64", "qemu-img"):
@@ -160,6 +169,35 @@ def doctor(target: str) -> list[Check]:
     checks.append(Check(f"{target} provisioned base", ok, detail,
                         "" if ok else f"the first `ddi-harness run --target {target}` provisions it "
                                       "(needs network for pkg install; 10-30 min with KVM)"))
+    return checks
+
+
+def gate_checks() -> list[Check]:
+    """The illumos-gate target needs no QEMU: a C compiler, make, and an illumos-gate tree."""
+    import os
+
+    from harness import fetch
+    from harness.targets.gate import ENV, SOURCES
+
+    checks = []
+    for exe in ("gcc", "make"):
+        path = _probe("which", exe)
+        ok = isinstance(path, str) and bool(path)
+        checks.append(Check(exe, ok, path if ok else f"{exe} not found on PATH",
+                            "" if ok else "install it (Debian/Ubuntu: apt-get install gcc make libc6-dev)"))
+    env = os.environ.get(ENV)
+    cached = _probe("cached_gate")
+    if isinstance(cached, Path):
+        checks.append(Check("illumos-gate sources", True, f"the pinned commit, cached and verified: {cached}"))
+    elif env:
+        ok = all((Path(env) / s).is_file() for s in SOURCES)
+        checks.append(Check("illumos-gate sources", ok, f"{ENV}={env}" + ("" if ok else f": no {SOURCES[0]} there"),
+                            "" if ok else f"point {ENV} at the root of an illumos-gate checkout"))
+    else:
+        m = fetch.load_gate_manifest()
+        checks.append(Check("illumos-gate sources", True,
+                            f"none yet: the first run fetches commit {m.commit[:12]} ({len(m.files)} files) over "
+                            f"HTTPS, or give --gate DIR / {ENV}=DIR"))
     return checks
 
 

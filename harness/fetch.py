@@ -1085,3 +1085,95 @@ def make_nocloud_seed(out_path: str | os.PathLike, ssh_pubkey: str, hostname: st
             raise _enospc(out.parent, out, len(data)) from None
         raise FetchError(f"could not write the seed {out}: {e}") from None
     return out
+
+
+# ---------------------------------------------------------------- illumos-gate sources
+
+@dataclass(frozen=True)
+class GateManifest:
+    """images/illumos-gate.yaml: a pinned commit and the sha256 of every file the build reads."""
+
+    commit: str
+    url: str                   # with {commit} and {path}
+    files: dict[str, str]      # gate path -> sha256
+    source: str = "images/illumos-gate.yaml"
+
+    def url_for(self, path: str) -> str:
+        return self.url.replace("{commit}", self.commit).replace("{path}", path)
+
+
+def load_gate_manifest(path: str | os.PathLike | None = None) -> GateManifest:
+    p = Path(path) if path else IMAGES_DIR / "illumos-gate.yaml"
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise FetchError(f"{p}: cannot read the illumos-gate manifest ({e}); reinstall ddi-harness") from None
+    try:
+        commit, url, files = str(doc["commit"]), str(doc["url"]), dict(doc["files"])
+    except (KeyError, TypeError) as e:
+        raise FetchError(f"{p}: the manifest needs commit, url and files ({e})") from None
+    bad = [k for k, v in files.items() if not re.fullmatch(r"[0-9a-f]{64}", str(v))]
+    if not re.fullmatch(r"[0-9a-f]{40}", commit) or bad:
+        raise FetchError(f"{p}: commit must be 40 hex digits and every file a sha256 (bad: {bad[:3]})")
+    return GateManifest(commit, url, {k: str(v) for k, v in files.items()}, str(p))
+
+
+def gate_cache_dir(m: GateManifest, cache_dir: str | os.PathLike | None = None) -> Path:
+    from harness.images import cache_root
+
+    return cache_root(cache_dir) / "illumos-gate" / m.commit
+
+
+def _gate_file_ok(d: Path, path: str, sha: str) -> bool:
+    f = d / path
+    return f.is_file() and hashlib.sha256(f.read_bytes()).hexdigest() == sha
+
+
+def cached_gate(m: GateManifest | None = None, cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """The pinned tree in the cache, every file present and matching its sha256; else None."""
+    m = m or load_gate_manifest()
+    d = gate_cache_dir(m, cache_dir)
+    if not (d / "COMPLETE").exists():
+        return None
+    return d if all(_gate_file_ok(d, p, s) for p, s in m.files.items()) else None
+
+
+def fetch_gate(m: GateManifest | None = None, cache_dir: str | os.PathLike | None = None,
+               progress: Progress = _noop) -> Path:
+    """Fetch the pinned illumos-gate files over HTTPS into the cache, sha256-checked.
+
+    A file whose digest does not match is not kept (FetchError names it); files already
+    fetched and verified are not fetched again.  With no network the first request fails
+    and the error says how to build from a local tree instead.
+    """
+    m = m or load_gate_manifest()
+    d = gate_cache_dir(m, cache_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    with _Lock(d / ".lock", progress):
+        todo = [(p, s) for p, s in sorted(m.files.items()) if not _gate_file_ok(d, p, s)]
+        for i, (path, sha) in enumerate(todo):
+            url = m.url_for(path)
+            try:
+                with _open(url) as r:
+                    data = r.read()
+            except urllib.error.HTTPError as e:
+                raise FetchError(f"illumos-gate {m.commit[:12]}: {url} answered HTTP {e.code}; check that the "
+                                 f"commit in {m.source} exists, or give --gate DIR") from None
+            except _NETWORK_ERRORS as e:
+                reason = getattr(e, "reason", None) or e
+                raise FetchError(f"cannot fetch the pinned illumos-gate sources ({url}: {reason}). Without "
+                                 "network, build from a local tree: --gate DIR (an illumos-gate checkout) or "
+                                 "DDIH_ILLUMOS_GATE=DIR") from None
+            got = hashlib.sha256(data).hexdigest()
+            if got != sha:
+                raise FetchError(f"illumos-gate {m.commit[:12]}: {path} from {url} has sha256 {got}, "
+                                 f"but {m.source} pins {sha}; the file was not kept. Check for a proxy "
+                                 "rewriting downloads, or give --gate DIR")
+            f = d / path
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_name(f.name + ".part")
+            tmp.write_bytes(data)
+            os.replace(tmp, f)
+            progress("illumos-gate", i + 1, len(todo))
+        (d / "COMPLETE").write_text(m.commit + "\n")
+    return d

@@ -48,7 +48,8 @@ from harness.conformance.runner import StepRecord, TraceRecord, run_one
 from harness.conformance.traces import TraceLoader, load_trace_file, parse_trace
 from harness.ops import FLAG_TABLES, PAGESIZE
 from harness.options import RunOptions
-from harness.targets import TARGET_NAMES, TargetError, make_target
+from harness.targets import TARGET_NAMES, TargetError, make_target, target_info
+from harness.targets.base import GuestTarget
 from harness.trace import Result, Trace
 
 __all__ = ["DdiError", "DdiGuest", "DdiDriver", "Outcome", "ExportedPages", "ProgramResult",
@@ -282,13 +283,13 @@ class DdiGuest:
 def ddi_guest(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """The booted guest with the ddih driver loaded, shared by the session."""
     cfg = request.config
-    if shutil.which("qemu-system-x86_64") is None:
+    name = cfg.getoption("--ddi-target")
+    if issubclass(target_info(name).load(), GuestTarget) and shutil.which("qemu-system-x86_64") is None:
         pytest.skip("qemu-system-x86_64 is not installed (make system-deps, or "
                     "apt-get install qemu-system-x86)")
     wd = cfg.getoption("--ddi-workdir")
     workdir = Path(wd).resolve() if wd else tmp_path_factory.mktemp("ddi-harness")
     workdir.mkdir(parents=True, exist_ok=True)
-    name = cfg.getoption("--ddi-target")
     target = make_target(name, RunOptions(target=name, accel=cfg.getoption("--ddi-accel")), workdir)
     guest = DdiGuest(target, workdir, cfg.getoption("--ddi-budget-ms"))
     try:

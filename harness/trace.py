@@ -74,6 +74,8 @@ class Result:
     excerpt: str | None = None  # console lines around a panic (the kernel's own text)
 
     def __post_init__(self) -> None:
+        if self.kind.__class__ is ResultKind:
+            return
         kind = _KIND.get(self.kind)
         if kind is None:
             raise ValueError(f"unknown result kind {self.kind!r}; expected one of {KINDS}")

@@ -14,10 +14,13 @@ runner exits; a crash prints a ``BAD TRAP`` line).  It shares the output pipe,
 and the runner flushes its results before each console message, so every
 message reaches the session just before the result of the op that printed it.
 
-Where the sources come from, first match wins: ``--gate DIR`` (a user's
-illumos-gate checkout: DIR/usr/src/uts/common/os/vmem.c ...), else
-``$DDIH_ILLUMOS_GATE``.  The manifest records the directory and the sha256 of
-each source, so a report says exactly which vmem.c it checked.
+Where the sources come from (``find_gate``), first match wins: ``--gate DIR``
+(a user's illumos-gate checkout: DIR/usr/src/uts/common/os/vmem.c ...); the
+pinned commit of images/illumos-gate.yaml already in the cache; then
+``$DDIH_ILLUMOS_GATE``; else that commit is fetched over HTTPS, every file
+sha256-checked.  The run's manifest records the directory, the commit when it
+is the pinned one, and the sha256 of each source, so a report says exactly
+which vmem.c it checked.
 
 Not covered: kmem, umem and devmap need a live kernel (page tables, a segment
 driver, the kmem caches' magazines and CPUs); those ops are refused with
@@ -48,6 +51,8 @@ class GateFacts(Facts):
     target: str = "illumos-gate"
     accelerator: str = "none (in-process, no guest)"
     gate_dir: str = ""
+    gate_commit: str = ""      # the pinned commit, when the tree is the fetched one
+    gate_source: str = ""      # --gate, $DDIH_ILLUMOS_GATE, or the pinned commit
     gate_debug: bool = False
     sources_sha256: dict[str, str] | None = None
     vmem_update: str = "not scheduled (no 15 s hash rescale)"
@@ -104,14 +109,47 @@ class LocalChannel:
                 f.close()
 
 
-def gate_dir(explicit: str | None) -> Path:
-    """The illumos-gate tree to build from; TargetError names the input and the fix."""
-    raw = explicit or os.environ.get(ENV)
-    if not raw:
-        raise TargetError("the illumos-gate target needs an illumos-gate source tree: give --gate DIR "
-                          f"(a checkout of github.com/illumos/illumos-gate) or set {ENV}=DIR")
+@dataclass(frozen=True)
+class GateSource:
+    """Where the sources come from: a directory, and the pinned commit when it is the fetched one."""
+
+    dir: Path
+    commit: str | None = None
+    how: str = ""
+
+
+def find_gate(explicit: str | None, progress=None, cache_dir: str | os.PathLike | None = None) -> GateSource:
+    """The illumos-gate tree to build from; TargetError names the input and the fix.
+
+    First match wins: ``--gate DIR``; the pinned commit already fetched into the cache (checked
+    file by file against images/illumos-gate.yaml); ``$DDIH_ILLUMOS_GATE``; else the pinned
+    commit is fetched over HTTPS now.  A verified cached copy comes before the environment
+    variable because it is exactly what a fetch would give; the variable is how CI (which has
+    no network) and users without one point at a tree.
+    """
+    from harness import fetch
+
+    if explicit:
+        return GateSource(_checked_dir(explicit, f"--gate {explicit}"), how="--gate")
+    try:
+        manifest = fetch.load_gate_manifest()
+        cached = fetch.cached_gate(manifest, cache_dir)
+    except fetch.FetchError as e:
+        raise TargetError(str(e)) from None
+    if cached is not None:
+        return GateSource(cached, manifest.commit, "the pinned commit, cached")
+    env = os.environ.get(ENV)
+    if env:
+        return GateSource(_checked_dir(env, f"{ENV}={env}"), how=f"${ENV}")
+    try:
+        d = fetch.fetch_gate(manifest, cache_dir, progress or (lambda *a: None))
+    except fetch.FetchError as e:
+        raise TargetError(f"the illumos-gate target needs an illumos-gate source tree: {e}") from None
+    return GateSource(d, manifest.commit, "the pinned commit, fetched")
+
+
+def _checked_dir(raw: str, where: str) -> Path:
     d = Path(raw).expanduser().resolve()
-    where = f"--gate {raw}" if explicit else f"{ENV}={raw}"
     missing = [s for s in SOURCES if not (d / s).is_file()]
     if missing:
         raise TargetError(f"{where}: {d} has no {', '.join(missing)}; point it at the root of an "
@@ -147,8 +185,9 @@ class GateTarget(DdictlTarget):
     lockstep_when_destructive = False  # a panic ends one runner process: stream anyway
 
     def __init__(self, workdir: Path, gate: str | None = None, debug: bool = False,
-                 log: Log = lambda s: None) -> None:
+                 log: Log = lambda s: None, progress=None) -> None:
         self.workdir = Path(workdir).resolve()
+        self.progress = progress
         self.gate = gate
         self.debug = debug
         self.debug_kernel = debug  # built with DEBUG: ASSERTs live (--gate-debug)
@@ -161,12 +200,15 @@ class GateTarget(DdictlTarget):
 
     @classmethod
     def from_options(cls, name, options, workdir, *, log=lambda s: None, progress=None) -> "GateTarget":
-        return cls(workdir, gate=options.gate, debug=options.gate_debug, log=log)
+        return cls(workdir, gate=options.gate, debug=options.gate_debug, log=log, progress=progress)
 
     def prepare(self) -> None:
-        d = gate_dir(self.gate)
+        src = find_gate(self.gate, self.progress)
+        d = src.dir
         t = time.monotonic()
         self.facts.gate_dir = str(d)
+        self.facts.gate_commit = src.commit or ""
+        self.facts.gate_source = src.how
         self.facts.sources_sha256 = {s: hashlib.sha256((d / s).read_bytes()).hexdigest() for s in SOURCES}
         vmem = self.facts.sources_sha256[SOURCES[0]][:12]
         self.facts.guest_kernel = f"illumos-gate vmem.c {vmem}"

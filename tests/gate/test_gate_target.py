@@ -8,6 +8,7 @@ steps; bad inputs get errors that name the input and the fix.
 from __future__ import annotations
 
 import collections
+import os
 import json
 import subprocess
 import sys
@@ -134,8 +135,13 @@ def test_a_directory_without_the_sources_names_it_and_the_fix(tmp_path):
 
 
 def test_no_gate_at_all_says_how_to_give_one(tmp_path, monkeypatch):
+    from harness import fetch
+
     monkeypatch.delenv("DDIH_ILLUMOS_GATE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    pinned = fetch.load_gate_manifest()  # as shipped, but from a server that is not there
+    monkeypatch.setattr(fetch, "load_gate_manifest", lambda path=None: fetch.GateManifest(
+        pinned.commit, "http://127.0.0.1:9/{commit}/{path}", pinned.files))
     t = make_target("illumos-gate", RunOptions(target="illumos-gate"), tmp_path / "w")
     with pytest.raises(TargetError, match="--gate DIR.*DDIH_ILLUMOS_GATE"):
         t.prepare()
@@ -161,3 +167,18 @@ def test_the_command_line_run_records_what_it_checked(gate_tree, tmp_path):
     assert man["gate_dir"] == str(gate_tree)
     assert set(man["sources_sha256"]) == set(SOURCES) and all(len(v) == 64 for v in man["sources_sha256"].values())
     assert man["destructive"] is True  # no guards: the routines are called raw
+
+
+def test_the_pytest_plugin_runs_users_tests_on_the_real_vmem(gate_tree, tmp_path):
+    (tmp_path / "test_mine.py").write_text(
+        "def test_manpage_example(ddi_driver):\n"
+        "    out = ddi_driver.check([{'op': 'rmallocmap', 'map': 'm', 'mapsize': 12},\n"
+        "                            {'op': 'rmfree', 'map': 'm', 'size': 12, 'index': 1},\n"
+        "                            {'op': 'rmalloc', 'map': 'm', 'size': 3},\n"
+        "                            {'op': 'rmalloc', 'map': 'm', 'size': 20}])\n"
+        "    assert out.values[-2:] == [1, 0]\n")
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--ddi-target",
+                        "illumos-gate", "test_mine.py"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "DDIH_ILLUMOS_GATE": str(gate_tree)})
+    assert p.returncode == 0 and "1 passed" in p.stdout, p.stdout + p.stderr
+    assert "illumos-gate guest, kernel illumos-gate vmem.c" in p.stdout

@@ -191,3 +191,17 @@ def test_a_machine_boots_a_kernel_or_a_disk_never_both_or_neither(tmp_path):
         MachineConfig()
     with pytest.raises(ValueError, match="exactly one"):
         MachineConfig(kernel=tmp_path / "vmlinux", disk=DiskBoot(tmp_path / "d.qcow2"))
+
+
+def test_doctor_for_the_gate_target_checks_the_compiler_and_the_sources(tmp_path, monkeypatch):
+    from harness import doctor as d
+
+    monkeypatch.setitem(d.PROBES, "cached_gate", lambda: None)
+    monkeypatch.setenv("DDIH_ILLUMOS_GATE", str(tmp_path))
+    checks = {c.name: c for c in d.doctor("illumos-gate")}
+    assert "qemu-system-x86_64" not in checks and {"gcc", "make"} <= set(checks)
+    src = checks["illumos-gate sources"]
+    assert not src.ok and "vmem.c" in src.detail and "DDIH_ILLUMOS_GATE" in src.fix
+    monkeypatch.delenv("DDIH_ILLUMOS_GATE")
+    src = {c.name: c for c in d.doctor("illumos-gate")}["illumos-gate sources"]
+    assert src.ok and "fetches commit" in src.detail
