@@ -88,7 +88,7 @@ def run_command(options: RunOptions, *, replay_traces: list[Trace] | None = None
                 target.boot()
             except Exception as e:
                 target_close(target)
-                console.print(f"[red]error:[/red] could not bring up the {options.target} guest: "
+                console.print(f"[red]error:[/red] could not bring up the {options.target} target: "
                               f"{escape(str(e))}")
                 return 2
             bar.update(task, description=f"{options.target} ({target.facts.accelerator})")
@@ -114,7 +114,7 @@ def run_command(options: RunOptions, *, replay_traces: list[Trace] | None = None
                 interrupted, finished = True, []
                 summary = _partial(out, traces)
             if not finished:
-                console.print(f"[red]error:[/red] no {options.target} guest came up")
+                console.print(f"[red]error:[/red] no {options.target} target came up")
                 return 2
             target = finished[0].target
             unload = _combined_unload(finished)
@@ -273,6 +273,8 @@ def replay_options(run_json: str, *, out: str, match: str | None, accel: str) ->
         recorded = RunOptions(target=man["target"], destructive=man.get("destructive", False),
                               budget_ms=man.get("budget_ms", 2000), seed=man.get("seed") or 1,
                               kmem_flags=man.get("kmem_flags", 0) or 0, fault=man.get("fault", "") or "")
+    if recorded.gate is None and man.get("gate_dir"):
+        recorded = recorded.replace(gate=man["gate_dir"])  # the same tree, however it was found then
     options = recorded.replace(traces=(), generate=0, match=match, out=out, json=None, junit=None, html=None,
                                accel=accel, regressions=None, shrink=False, shard=None, jobs=1, run_budget=None)
     return options, traces

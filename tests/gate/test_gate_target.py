@@ -182,3 +182,17 @@ def test_the_pytest_plugin_runs_users_tests_on_the_real_vmem(gate_tree, tmp_path
                        timeout=300, env={**os.environ, "DDIH_ILLUMOS_GATE": str(gate_tree)})
     assert p.returncode == 0 and "1 passed" in p.stdout, p.stdout + p.stderr
     assert "illumos-gate guest, kernel illumos-gate vmem.c" in p.stdout
+
+
+def test_replay_reruns_a_recorded_run_on_the_same_tree(gate_tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("DDIH_ILLUMOS_GATE", str(gate_tree))
+    first = subprocess.run([sys.executable, "-m", "harness", "run", "--target", "illumos-gate", "--generate", "20",
+                            "--seed", "4", "--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    monkeypatch.delenv("DDIH_ILLUMOS_GATE")  # the recorded tree is used, however it was found
+    again = subprocess.run([sys.executable, "-m", "harness", "replay", str(tmp_path / "a" / "run.json"), "--out",
+                            str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    a, b = (json.loads((tmp_path / d / "run.json").read_text()) for d in "ab")
+    assert [t["name"] for t in a["traces"]] == [t["name"] for t in b["traces"]] and len(a["traces"]) == 20
+    assert b["manifest"]["gate_dir"] == str(gate_tree) and b["steps"] == a["steps"]
