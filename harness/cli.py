@@ -52,7 +52,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     """`run`'s arguments as the typed options every layer below takes."""
     return RunOptions(target=args.target, traces=tuple(args.traces or ()), match=args.match, out=args.out,
                       json=args.json, junit=args.junit, html=args.html, destructive=args.destructive,
-                      budget_ms=args.budget_ms, accel=args.accel, generate=args.generate, seed=args.seed,
+                      budget_ms=args.budget_ms, accel=args.accel, generate=args.generate or 0, seed=args.seed,
                       regressions=args.regressions, kmem_flags=args.kmem_flags, fault=args.fault,
                       jobs=args.jobs, shard=args.shard, run_budget=args.run_budget, shrink=not args.no_shrink,
                       gate=args.gate, gate_debug=args.gate_debug, profile=args.profile)
@@ -61,13 +61,21 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.conformance.live import run_command
 
+    if args.generate is not None and args.generate < 1:
+        print(f"error: --generate {args.generate}: a run of no generated traces tests nothing; "
+              "give a positive number (or leave --generate out to run the corpus)", file=sys.stderr)
+        return 2
     return run_command(run_options(args), resume=args.resume)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from harness.conformance.live import replay_options, run_command
+    from harness.conformance.live import ReplayError, replay_options, run_command
 
-    options, traces = replay_options(args.run_json, out=args.out, match=args.match, accel=args.accel)
+    try:
+        options, traces = replay_options(args.run_json, out=args.out, match=args.match, accel=args.accel)
+    except ReplayError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return run_command(options, replay_traces=traces)
 
 
@@ -211,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time budget per op before it counts as a hang (default 2000)")
     r.add_argument("--accel", default="auto", choices=["auto", "kvm", "tcg"],
                    help="QEMU accelerator (default: try KVM, fall back to TCG)")
-    r.add_argument("--generate", type=int, default=0, metavar="N",
+    r.add_argument("--generate", type=int, default=None, metavar="N",
                    help="run N generated traces (random, valid by construction) instead of the corpus")
     r.add_argument("--seed", type=int, default=1, help="seed for --generate (default 1)")
     r.add_argument("--profile", choices=PROFILES, default=None,

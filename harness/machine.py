@@ -335,6 +335,37 @@ def _mib(memory: str | int) -> str:
     return str(n * 1024 if m.group(2) == "G" else n)
 
 
+WORKDIR_PREFIX = "ddih-vm-"
+OWNER_FILE = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's, and running
+    return True
+
+
+def sweep_stale_workdirs(tmp: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the QEMU work directories of harness processes that died without cleaning up
+    (kill -9 skips every exit handler; a vmstate disk makes them tens of MB each).  A directory
+    is stale when the pid in its owner file no longer runs; one without an owner file is left
+    alone (it may be being created right now).  Returns what was removed."""
+    removed = []
+    for d in Path(tmp or tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*"):
+        try:
+            pid = int((d / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 class Machine:
     """One QEMU guest with a serial console, QMP, and SSH forwarded to loopback."""
 
@@ -431,7 +462,9 @@ class Machine:
         if shutil.which(self.config.qemu) is None and not os.path.exists(self.config.qemu):
             raise LaunchError(f"{self.config.qemu} not found; {INSTALL_HINT}")
         self.accel_choice = choose_accel(self._requested_accel, self.config.qemu)
-        self.workdir = Path(tempfile.mkdtemp(prefix="ddih-vm-"))
+        sweep_stale_workdirs()
+        self.workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+        (self.workdir / OWNER_FILE).write_text(f"{os.getpid()}\n")
         logs = self._log_dir or self.workdir
         logs.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")

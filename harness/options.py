@@ -58,6 +58,21 @@ class RunOptions:
             kw["traces"] = tuple(kw["traces"] or ())
         return cls(**kw)
 
+    def problems(self) -> list[str]:
+        """What is wrong with these options, each with its fix ("" when nothing)."""
+        out = []
+        if isinstance(self.budget_ms, bool) or not isinstance(self.budget_ms, int) or \
+                not 1 <= self.budget_ms <= 86_400_000:
+            out.append(f"--budget-ms {self.budget_ms}: an op needs a budget of 1 to 86400000 ms; "
+                       "give e.g. --budget-ms 2000")
+        if self.jobs < 1:
+            out.append(f"--jobs {self.jobs}: at least one guest runs; give --jobs 1 or more")
+        if self.generate < 0:
+            out.append(f"--generate {self.generate}: give a positive number of traces")
+        if self.run_budget is not None and not self.run_budget > 0:
+            out.append(f"--run-budget {self.run_budget:g}: a run needs time to test anything; give seconds > 0")
+        return out
+
     @property
     def fault_names(self) -> tuple[str, ...]:
         return tuple(f.strip() for f in self.fault.split(",") if f.strip())

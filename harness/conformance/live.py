@@ -24,14 +24,11 @@ CORPUS = Path(__file__).resolve().parent.parent / "traces"
 
 def run_command(options: RunOptions, *, replay_traces: list[Trace] | None = None,
                 resume: str | None = None) -> int:
-    """A whole run: select traces, bring targets up, run, shrink, report.  The exit status."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """A whole run: select traces, check everything, bring targets up, run, shrink, report.
 
-    from harness.ui import stage_progress
-
-    console = Console(stderr=True)
+    Returns the exit status: 0 all held, 1 a divergence (or nothing ran), 2 bad input (before
+    any guest work), 130 interrupted.
+    """
     done: dict[str, TraceRecord] = {}
     if resume:
         try:
@@ -41,21 +38,48 @@ def run_command(options: RunOptions, *, replay_traces: list[Trace] | None = None
                   "interrupted run (it holds start.json and results.jsonl)", file=sys.stderr)
             return 2
         done = load_partial(Path(options.out))
-        console.print(f"resuming {options.out}: {len(done)} of {len(traces)} traces already done")
     else:
         try:
             traces, paths = select_traces(options, replay_traces)
         except TraceError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    problems = options.problems()
+    if not traces and not problems:
+        problems.append(nothing_selected(options, paths))
     try:
         check_options(options.target, options)  # settings the target cannot honour fail before any work
         options = effective(options)
     except TargetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        problems.append(str(e))
     out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
+    lock = None
+    if not problems:
+        try:
+            lock = lock_out(out)
+        except OutDirError as e:
+            problems.append(str(e))
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        return 2
+    try:
+        return _run(options, traces, paths, done, out)
+    finally:
+        lock.close()
+
+
+def _run(options: RunOptions, traces: list[Trace], paths: list[str], done: dict[str, TraceRecord],
+         out: Path) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from harness.ui import stage_progress
+
+    console = Console(stderr=True)
+    if done:
+        console.print(f"resuming {out}: {len(done)} of {len(traces)} traces already done")
     if not done:
         save_start(out, options, traces, paths)
     log = lambda s: console.print(f"[dim]{escape(s)}[/dim]")  # noqa: E731
@@ -152,7 +176,66 @@ def run_command(options: RunOptions, *, replay_traces: list[Trace] | None = None
         console.print(f"interrupted: {len(summary.traces)} of {len(traces)} traces done; finish with "
                       f"`ddi-harness run --resume {out}`")
         return 130
+    if not any(t.steps and not t.skipped for t in summary.traces):
+        console.print(f"[red]FAILED:[/red] no trace ran ({len(summary.traces)} skipped): a run that tested "
+                      "nothing does not pass; see the reasons in the summary")
+        return 1
     return 1 if summary.divergences else 0
+
+
+class OutDirError(ValueError):
+    """An --out directory that cannot take this run's reports."""
+
+
+class _OutLock:
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def close(self) -> None:
+        self.f.close()  # releases the flock
+
+
+def lock_out(out: Path) -> _OutLock:
+    """Make ``out`` (a writable directory) this run's alone: two runs into one --out would
+    overwrite each other's reports."""
+    import fcntl
+    import os
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutDirError(f"--out {out}: that is a file, not a directory; give a directory for the reports") from None
+    except OSError as e:
+        raise OutDirError(f"--out {out}: cannot create it ({e.strerror}); give a directory you can write") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise OutDirError(f"--out {out}: not writable; give a directory you can write")
+    try:
+        f = open(out / ".run.lock", "a+")
+    except OSError as e:
+        raise OutDirError(f"--out {out}: cannot write in it ({e.strerror}); give a directory you can write") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        who = f.read().strip() or "another process"
+        f.close()
+        raise OutDirError(f"--out {out}: another run is writing its reports there ({who}); give another --out, "
+                          "or wait for it to finish") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}\n")
+    f.flush()
+    return _OutLock(f)
+
+
+def nothing_selected(options: RunOptions, paths: list[str]) -> str:
+    """Why a run selected no trace, and the fix: a run that tests nothing must not pass."""
+    if options.match:
+        return (f"--match {options.match!r}: no trace name contains it (looked in {', '.join(paths)}); "
+                "`ddi-harness traces` lists the names")
+    if options.shard:
+        return f"--shard {options.shard}: that shard holds no trace; use fewer shards"
+    return f"no traces in {', '.join(paths)}; give trace files or a directory that holds some"
 
 
 def _partial(out: Path, traces: list[Trace]) -> RunSummary:
@@ -215,10 +298,7 @@ def select_traces(options: RunOptions, replay_traces: list[Trace] | None = None)
 
     if replay_traces is not None:
         traces, paths = list(replay_traces), ["(replayed from a run.json)"]
-    elif options.generate:
-        if options.generate < 0:
-            raise TraceError("--generate", None, f"{options.generate} traces cannot be generated",
-                             "give a positive number of traces")
+    elif options.generate > 0:
         profile = options.profile or generator_profile(options.target)
         traces = generate(options.generate, options.seed, profile=profile)
         paths = [f"generated: {options.generate} traces, seed {options.seed}, profile {profile}"]
@@ -261,12 +341,31 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+class ReplayError(ValueError):
+    """A run.json that cannot be replayed; the message names the file and the fix."""
+
+
 def replay_options(run_json: str, *, out: str, match: str | None, accel: str) -> tuple[RunOptions, list[Trace]]:
     """The options and traces of a recorded run, to run them again: same target, driver mode,
     budget and faults; no regressions replayed first, nothing shrunk."""
-    doc = json.loads(Path(run_json).read_text())
-    man = doc["manifest"]
-    traces = [parse_trace(t["definition"], source=run_json) for t in doc["traces"] if t.get("definition")]
+    try:
+        doc = json.loads(Path(run_json).read_bytes().decode("utf-8"))
+        man = doc["manifest"]
+        target = man["target"]
+        traces = [parse_trace(t["definition"], source=run_json) for t in doc["traces"] if t.get("definition")]
+    except OSError as e:
+        raise ReplayError(f"{run_json}: cannot read it ({e.strerror}); give the run.json of an earlier run") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ReplayError(f"{run_json}: not a run.json (not JSON text); give the run.json an earlier "
+                          "`ddi-harness run` wrote into its --out directory") from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ReplayError(f"{run_json}: not a run.json (no {e} in it); give the run.json an earlier "
+                          "`ddi-harness run` wrote") from None
+    except TraceError as e:
+        raise ReplayError(f"{run_json}: a recorded trace does not load: {e}") from None
+    if not traces:
+        raise ReplayError(f"{run_json}: it records no trace definitions to replay")
+    del target
     if "options" in man:  # the run's own options, as it ran them
         recorded = RunOptions.from_json(man["options"])
     else:  # a run.json from before the manifest kept them

@@ -101,7 +101,10 @@ class Sink:
         self.file = None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            self.file = open(out_dir / "results.jsonl", "a" if append else "w", buffering=1)
+            path = out_dir / "results.jsonl"
+            if append and path.exists():
+                _drop_torn_tail(path)
+            self.file = open(path, "a" if append else "w", buffering=1)
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         if self.file:
@@ -258,6 +261,15 @@ def run_parallel(make_target: Callable[[int], Target], jobs: int, traces: list[T
     return summary, finished
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """A run killed mid-write leaves a partial last line: cut it, so appending starts a new line."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            f.truncate(end)
+
+
 def load_partial(out_dir: Path) -> dict[str, TraceRecord]:
     """The finished traces of an interrupted run (its results.jsonl; a torn last line is ignored)."""
     done: dict[str, TraceRecord] = {}
@@ -272,7 +284,10 @@ def load_partial(out_dir: Path) -> dict[str, TraceRecord]:
             continue  # the line being written when the run was killed
         kind = rec.pop("type", None)
         if kind == "step":
-            steps.setdefault(rec.pop("trace"), []).append(StepRecord(**rec))
+            got = steps.setdefault(rec.pop("trace"), [])
+            if rec.get("index") == 1:
+                got.clear()  # the trace ran again (a resumed run): its earlier steps are void
+            got.append(StepRecord(**rec))
         elif kind == "trace":
             rec.pop("steps", None)
             # a trace line follows all its step lines; a rerun's earlier steps are replaced

@@ -33,12 +33,29 @@ CONFIG_KEYS = {"kmem_flags": int, "debug": bool, "destructive": bool}
 TRACE_KEYS = {"name", "about", "steps", "destructive", "config"}
 EXPECT_KEYS = {"kind", "value", "message", "panic", "error", "warnings", "attrs", "state"}
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_TRACE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 
 
 class TraceLoader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false.  YAML 1.1 would read the devmap
     argument ``off:`` (and on/yes/no/y/n) as a boolean key."""
 
+
+def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """A mapping whose keys are unique: YAML lets the last of two equal keys win silently."""
+    seen: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping", node.start_mark,
+                f"the key {key!r} appears twice (first at line {seen[key].start_mark.line + 1})",
+                key_node.start_mark)
+        seen[key] = key_node
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+TraceLoader.construct_mapping = _mapping_without_duplicates  # type: ignore[method-assign]
 
 TraceLoader.yaml_implicit_resolvers = {
     ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
@@ -60,12 +77,23 @@ class TraceError(ValueError):
 # ---------------------------------------------------------------- loading
 
 
+MAX_TRACE_FILE = 16 << 20  # a trace file is text written by people or the generator
+
+
 def load_trace_file(path: str | Path) -> list[Trace]:
     """Load one YAML file holding a trace, or a list of traces."""
     p = Path(path)
     src = str(p)
     try:
-        text = p.read_text()
+        if not p.is_file():  # a device (/dev/zero) or a fifo would be read for ever
+            raise TraceError(src, None, "not a regular file", "give a trace file (YAML) or a directory of them")
+        if p.stat().st_size > MAX_TRACE_FILE:
+            raise TraceError(src, None, f"the file is {p.stat().st_size} bytes, more than a trace can be",
+                             "give a trace file (YAML); split very long traces")
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TraceError(src, None, f"not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x}): a binary file?",
+                         "give a trace file (YAML text)") from None
     except OSError as e:
         raise TraceError(src, None, f"cannot read the file ({e.strerror})",
                          "check the path; traces are YAML files") from None
@@ -90,8 +118,9 @@ def load_trace_file(path: str | Path) -> list[Trace]:
 def load_traces(paths: Iterable[str | Path]) -> list[Trace]:
     """Load files and directories (recursively, *.yaml/*.yml), sorted by path.
 
-    Trace names must be unique across everything loaded.
+    Trace names must be unique across everything loaded; finding no trace file is an error.
     """
+    paths = list(paths)
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -101,6 +130,9 @@ def load_traces(paths: Iterable[str | Path]) -> list[Trace]:
         else:
             raise TraceError(str(p), None, "no such file or directory",
                              "give an existing trace file or directory")
+    if not files:
+        raise TraceError(", ".join(map(str, paths)) or "(no path)", None, "no trace files (*.yaml, *.yml) there",
+                         "give trace files or a directory that holds some")
     traces: list[Trace] = []
     seen: dict[str, str] = {}
     for f in files:
@@ -124,6 +156,10 @@ def parse_trace(doc: Any, source: str = "<memory>") -> Trace:
     name = doc.get("name")
     if not isinstance(name, str) or not name.strip():
         raise TraceError(source, None, "the trace has no `name`", "add `name: <unique-name>`")
+    if not _TRACE_NAME_RE.match(name):
+        # names become file names (regressions, reports): no path separators, no leading dot
+        raise TraceError(source, None, f"trace name {name!r} is not a plain name",
+                         "use letters, digits and - _ . + (at most 128, starting with a letter or digit)")
     src = f"{source} (trace {name!r})"
     about = doc.get("about", "") or ""
     if not isinstance(about, str):
