@@ -11,6 +11,7 @@ documented contract marked.
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any, Iterable
 
 from harness.trace import Trace
@@ -61,7 +62,7 @@ def render(doc: dict[str, Any], traces: Iterable[Trace] = ()) -> str:
                        ("accelerator", "accelerator"), ("accelerator_reason", "why"),
                        ("boot_to_ready_s", "boot to ready (s)"), ("harness_version", "harness"),
                        ("seed", "seed"), ("started", "started")):
-        if man.get(key) not in (None, ""):
+        if man.get(key) not in (None, "") and not (key == "boot_to_ready_s" and not man[key]):
             out.append(f"<tr><td>{label}</td><td>{_e(man[key])}</td></tr>")
     out.append(f"<tr><td>traces</td><td>{len(ran)} run, {len(runs) - len(ran)} skipped</td></tr>")
     out.append(f"<tr><td>steps</td><td>{doc.get('steps', 0)}</td></tr>")
@@ -72,11 +73,34 @@ def render(doc: dict[str, Any], traces: Iterable[Trace] = ()) -> str:
     out.append(f"<tr><td>contract departures</td><td>{len(deps)} steps "
                f"({sum(1 for d in deps if d.get('known'))} predicted by the model)</td></tr></table>")
 
+    if man.get("fault"):
+        out.append(f"<p class='bad'>Faults injected on purpose in this run: {_e(man['fault'])} "
+                   "(the driver misbehaves so the harness can be seen catching it)</p>")
     if bad:
-        out.append("<h2>Divergences</h2><table><tr><th>trace</th><th>step</th><th>call</th><th>mismatch</th></tr>")
+        kept = {Path(p).stem: p for p in man.get("regressions_written", [])}
+        out.append("<h2>Divergences</h2><p>Each trace's first divergence is its root cause; the steps "
+                   "after it that differ too are its consequences.</p>"
+                   "<table><tr><th>trace</th><th>root cause</th><th>consequences</th></tr>")
+        by_trace: dict[str, list[dict[str, Any]]] = {}
         for d in doc.get("divergences", []):
-            out.append(f"<tr class='div'><td>{_e(d['trace'])}</td><td>{d['step']}</td>"
-                       f"<td class='c'>{_e(d['call'])}</td><td class='c'>{_e(d['mismatch'])}</td></tr>")
+            by_trace.setdefault(d["trace"], []).append(d)
+        for name, ds in by_trace.items():
+            root = ds[0]
+            rest = [d for d in ds[1:] if d["step"] != root["step"]]
+            about = next((t.get("definition", {}) or {} for t in runs if t["name"] == name), {}).get("about", "")
+            cause = (f"step {root['step']}: <code>{_e(root['call'])}</code><br>{_e(root['mismatch'])}"
+                     + "".join(f"<br>{_e(d['mismatch'])}" for d in ds[1:] if d["step"] == root["step"]))
+            extra = ""
+            if about:
+                extra += f"<br><span class='skip'>{_e(about)}</span>"
+            if f"{name}-min" in kept:
+                extra += f"<br>kept as <code>{_e(kept[name + '-min'])}</code>"
+            conseq = ("none" if not rest else f"<details><summary>{len(rest)} later mismatches in "
+                      f"{len({d['step'] for d in rest})} steps</summary>"
+                      + "<br>".join(f"step {d['step']}: {_e(d['call'])}: {_e(d['mismatch'])}" for d in rest)
+                      + "</details>")
+            out.append(f"<tr class='div'><td>{_e(name)}{extra}</td><td class='c'>{cause}</td>"
+                       f"<td class='c'>{conseq}</td></tr>")
         out.append("</table>")
 
     out.append("<h2>Traces, step by step</h2>")

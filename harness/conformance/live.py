@@ -405,7 +405,10 @@ def print_summary(console, summary: RunSummary, man: dict, json_path: Path, juni
             skipped[t.skipped] = skipped.get(t.skipped, 0) + 1
     why = "; ".join(f"{n}: {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
     table.add_row("traces", f"{len(ran)} run, {len(summary.traces) - len(ran)} skipped" + (f" ({why})" if why else ""))
-    table.add_row("steps", f"{summary.steps} in {summary.seconds:.1f} s ({rate:.0f} steps/s)")
+    if man.get("interrupted"):
+        table.add_row("steps", f"{summary.steps} recorded before the interrupt (Ctrl-C); finish with --resume")
+    else:
+        table.add_row("steps", f"{summary.steps} in {summary.seconds:.1f} s ({rate:.0f} steps/s)")
     ends = [t.end for t in ran]
     table.add_row("panics, hangs", f"{ends.count('panic')} kernel panics (guest replaced each time), "
                                    f"{ends.count('hang')} hangs cut off by the op budget")

@@ -11,6 +11,7 @@ skipped without running.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,12 +24,21 @@ from harness.conformance.traces import Trace, TraceError, dump_trace, parse_trac
 
 @dataclass(frozen=True)
 class Signature:
+    """What identifies a divergence while shrinking: the op, the field, and the kinds of result.
+
+    The values themselves may change as steps go (a smaller trace allocates elsewhere), so they
+    are kept for people (``detail``) but not compared.
+    """
+
     op: str
     field: str
     predicted_kind: str
     observed_kind: str
+    detail: str = dataclasses.field(default="", compare=False)  # the mismatch, values included
 
     def __str__(self) -> str:
+        if self.detail:
+            return f"{self.op}: {self.detail}"
         return f"{self.op}: {self.field} (predicted {self.predicted_kind}, observed {self.observed_kind})"
 
 
@@ -37,8 +47,11 @@ def signature(rec: TraceRecord) -> Signature | None:
     if d is None:
         return None
     text = (d.mismatches + d.expect_failures)[0]
-    field = text.split(":", 1)[0].replace("expect_linux ", "").replace("expect_illumos ", "")
-    return Signature(d.op, field, (d.predicted or {}).get("kind", "?"), (d.observed or {}).get("kind", "none"))
+    for prefix in ("expect_linux ", "expect_illumos "):
+        text = text.removeprefix(prefix)
+    field = text.split(":", 1)[0]
+    return Signature(d.op, field, (d.predicted or {}).get("kind", "?"), (d.observed or {}).get("kind", "none"),
+                     detail=text)
 
 
 @dataclass
