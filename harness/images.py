@@ -9,7 +9,7 @@
 4. vmlinux   - the uncompressed ELF kernel is cut out of the XZ vmlinuz so
                QEMU can boot it through PVH (3 s instead of 6 s under TCG);
 5. headers   - linux-headers-<rel> + -common + linux-kbuild, with the one
-               absolute include in the headers Makefile patched;
+               absolute include in the headers Makefile made relative;
 6. keys      - an ed25519 client key (OpenSSH format, 0600) and a dropbear
                host key whose public half is recorded for pinning;
 7. initramfs - busybox, the listed modules (+ depmod), dropbear, sftp-server
@@ -92,18 +92,23 @@ class LinuxImage:
         return self.vmlinux
 
     def to_json(self) -> dict:
+        """image.json: paths relative to the cache entry, so a copied cache still works."""
         d = dataclasses.asdict(self)
         for k, v in d.items():
             if isinstance(v, Path):
-                d[k] = str(v)
+                d[k] = "." if v == self.cache_dir else str(v.relative_to(self.cache_dir))
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "LinuxImage":
+    def from_json(cls, d: dict, entry: Path) -> "LinuxImage":
+        """Read image.json of the cache entry ``entry`` (wherever the cache is now)."""
         kw = dict(d)
         for f in dataclasses.fields(cls):
             if f.name in kw and f.type in ("Path",) and kw[f.name] is not None:
-                kw[f.name] = Path(kw[f.name])
+                rel = Path(kw[f.name])
+                if rel.is_absolute():
+                    raise ValueError(f"{f.name} is an absolute path: an image.json from an older version")
+                kw[f.name] = entry / rel
         return cls(**{k: v for k, v in kw.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
@@ -529,18 +534,65 @@ def build_initramfs(*, manifest: dict, release: str, x: Path, modules_dir: Path,
 # --------------------------------------------------------------------------
 # the whole build
 
-def _patch_headers_makefile(hdr_root: Path, release: str, final_root: Path) -> Path:
-    """Point the absolute /usr/src include of the -amd64 Makefile at final_root."""
+def _patch_headers_makefile(hdr_root: Path, release: str) -> Path:
+    """Make the -amd64 Makefile's absolute /usr/src include relative to its own directory.
+
+    kbuild runs ``make -C <headers_dir>``, so a relative include resolves against that
+    directory wherever the cache lives (a cache copied to another home still builds)."""
     hdir = hdr_root / "usr/src" / f"linux-headers-{release}"
     mk = hdir / "Makefile"
     if not mk.exists():
         raise ImageError(f"headers Makefile missing: {mk}")
     text = mk.read_text()
     new = re.sub(r"^include /usr/src/(linux-headers-[^/\s]+)/Makefile",
-                 lambda m: f"include {final_root}/usr/src/{m.group(1)}/Makefile", text, flags=re.M)
-    new = re.sub(r"(-C\s*)/usr/src/", lambda m: f"{m.group(1)}{final_root}/usr/src/", new)
+                 lambda m: f"include ../{m.group(1)}/Makefile", text, flags=re.M)
+    new = re.sub(r"(-C\s*)/usr/src/", lambda m: f"{m.group(1)}$(CURDIR)/../", new)
     mk.write_text(new)
     return hdir
+
+
+# the files a boot reads, checked against what was recorded when the image was built
+CHECKED_FILES = ("vmlinux", "initramfs")
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _record_files(img: LinuxImage) -> dict[str, dict]:
+    out = {}
+    for name in CHECKED_FILES:
+        p: Path = getattr(img, name)
+        out[name] = {"size": p.stat().st_size, "sha256": _digest(p)}
+    return out
+
+
+def image_problems(img: LinuxImage, recorded: dict | None = None, digests: bool = True) -> list[str]:
+    """What is wrong with a cached image's files (truncated, changed, missing); [] when sound.
+
+    Sizes always; sha256 too unless ``digests`` is False (a boot checks sizes only: cheap)."""
+    if recorded is None:
+        try:
+            recorded = json.loads((img.cache_dir / "image.json").read_text()).get("files") or {}
+        except (OSError, ValueError):
+            recorded = {}
+    out = []
+    for name in CHECKED_FILES:
+        p: Path = getattr(img, name)
+        want = recorded.get(name)
+        if want is None:
+            out.append(f"{name}: no size or digest recorded (an image from an older version)")
+        elif not p.is_file():
+            out.append(f"{name}: {p} is missing")
+        elif p.stat().st_size != want["size"]:
+            out.append(f"{name}: {p} is {p.stat().st_size} bytes, built as {want['size']} (truncated?)")
+        elif digests and _digest(p) != want["sha256"]:
+            out.append(f"{name}: {p} has changed since it was built (sha256 differs)")
+    return out
 
 
 def _assemble(tmp: Path, root: Path, manifest: dict, raw: bytes, release: str,
@@ -625,13 +677,22 @@ def _assemble(tmp: Path, root: Path, manifest: dict, raw: bytes, release: str,
     return img
 
 
-def _load(final: Path) -> LinuxImage | None:
+def _load(final: Path, problems: list[str] | None = None) -> LinuxImage | None:
+    """The image in cache entry ``final`` if it is complete and its files are as built; else None
+    (the reasons appended to ``problems``)."""
+    problems = problems if problems is not None else []
     try:
         d = json.loads((final / "image.json").read_text())
-        img = LinuxImage.from_json(d)
-    except (OSError, ValueError, TypeError):
+        img = LinuxImage.from_json(d, final)
+    except (OSError, ValueError, TypeError) as e:
+        problems.append(f"{final}: no usable image.json ({e})")
         return None
-    if not (img.vmlinux.exists() and img.initramfs.exists() and img.client_key.exists()):
+    if not img.client_key.exists():
+        problems.append(f"{final}: the SSH key is missing")
+        return None
+    bad = image_problems(img, d.get("files") or {})
+    if bad:
+        problems.extend(f"{final}: {b}" for b in bad)
         return None
     return img
 
@@ -687,9 +748,10 @@ def build_linux_image(manifest_path: str | os.PathLike | None = None,
                 os.chmod(tmp, 0o755)
                 try:
                     img = _assemble(tmp, root, manifest, raw, release, packages, key, progress)
-                    # the headers Makefile must name the final path
-                    _patch_headers_makefile(tmp / "headers", release, final / "headers")
-                    (tmp / "image.json").write_text(json.dumps(img.to_json(), indent=2) + "\n")
+                    _patch_headers_makefile(tmp / "headers", release)
+                    here = LinuxImage.from_json(img.to_json(), tmp)  # the files, where they are now
+                    (tmp / "image.json").write_text(json.dumps({**img.to_json(), "files": _record_files(here)},
+                                                               indent=2) + "\n")
                     if final.exists():      # stale/incomplete (or forced): move aside
                         old = Path(tempfile.mkdtemp(prefix=f".{key}.old-", dir=root))
                         os.rename(final, old / "x")

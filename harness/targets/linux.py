@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import panics
-from harness.images import LinuxImage, build_linux_image
+from harness.images import LinuxImage, build_linux_image, image_problems
 from harness.machine import Machine, MachineConfig
 from harness.ssh import quote
 from harness.targets.base import NO_MESSAGE, Facts, GuestTarget, Log, TargetError, UnloadResult
@@ -132,6 +132,10 @@ class LinuxTarget(GuestTarget):
 
     def boot(self) -> None:
         assert self.image and self.ko and self.ddictl, "prepare() first"
+        bad = image_problems(self.image, digests=False)  # sizes: cheap enough for every boot
+        if bad:
+            raise TargetError(f"the cached Linux image is damaged ({'; '.join(bad)}); rebuild it with "
+                              "`ddi-harness image build linux --rebuild`")
         self.facts.boots += 1
         cfg = MachineConfig.from_image(self.image, accel=self.accel,
                                        panic_action="pause" if self.snapshots else "exit-failure")
