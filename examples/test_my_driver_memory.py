@@ -60,8 +60,14 @@ def test_a_wrong_expectation_is_shown_step_by_step(ddi_driver):
     assert not out.ok
     assert out.first_divergence.index == 3
     text = out.report()
-    assert ">> step 3: rmalloc(m, 150) -> 100; predicted 100" in text
-    assert "expect_linux value: predicted 1000, observed 100" in text
+    assert ">> step 3: rmalloc(m, 150) -> kernel 100; model 100" in text
+    assert "value: expected (test) 1000, kernel 100" in text  # the test was wrong, not the kernel
+
+
+def test_steps_that_are_not_a_trace_fail_with_the_fix(ddi_driver):
+    with pytest.raises(pytest.fail.Exception, match=r"not a valid trace: .*step 2: rmalloc is missing "
+                                                    r"argument 'size'"):
+        ddi_driver.run([{"op": "rmallocmap", "map": "m", "mapsize": 1}, {"op": "rmalloc", "map": "m"}])
 
 
 def test_nothing_leaks_after_a_trace(ddi_driver):

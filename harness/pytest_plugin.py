@@ -45,7 +45,7 @@ import pytest
 import yaml
 
 from harness.conformance.runner import StepRecord, TraceRecord, run_one
-from harness.conformance.traces import TraceLoader, load_trace_file, parse_trace
+from harness.conformance.traces import TraceError, TraceLoader, load_trace_file, parse_trace
 from harness.ops import FLAG_TABLES, PAGESIZE
 from harness.options import RunOptions
 from harness.targets import TARGET_NAMES, TargetError, make_target, target_info
@@ -383,10 +383,10 @@ class Outcome:
         for s in self.steps:
             obs = Result.from_json(s.observed).short() if s.observed else "(no result)"
             pred = Result.from_json(s.predicted).short()
-            problems = s.mismatches + s.expect_failures
+            problems = [_who(p, self.model) for p in s.mismatches + s.expect_failures]
             mark = ">> " if s is first else "   "
             if problems:
-                lines.append(f"{mark}step {s.index}: {s.call} -> {obs}; predicted {pred}")
+                lines.append(f"{mark}step {s.index}: {s.call} -> kernel {obs}; model {pred}")
                 lines.extend(f"       {p}" for p in problems)
             else:
                 lines.append(f"{mark}step {s.index}: {s.call} -> {obs}")
@@ -396,6 +396,19 @@ class Outcome:
 
     def __str__(self) -> str:
         return self.report()
+
+
+_MISMATCH = re.compile(r"^(?:expect_(?P<model>\w+) )?(?P<field>[\w.]+): predicted (?P<want>.*), observed (?P<got>.*)$")
+
+
+def _who(problem: str, model: str) -> str:
+    """A mismatch with its sides named: what the test expected, what the model predicted, what
+    the kernel did (``value: expected (test) 1, kernel 2``)."""
+    m = _MISMATCH.match(problem)
+    if m is None:
+        return problem
+    side = "expected (test)" if m["model"] else f"model ({model})"
+    return f"{m['field']}: {side} {m['want']}, kernel {m['got']}"
 
 
 class DdiDriver:
@@ -413,7 +426,15 @@ class DdiDriver:
 
     def trace(self, steps: Any, *, name: str | None = None) -> Trace:
         """A Trace from a Trace, a trace YAML file (Path or path string), YAML text (a trace
-        mapping or a list of steps), a list of step mappings or a trace mapping."""
+        mapping or a list of steps), a list of step mappings or a trace mapping.
+
+        Steps that are not valid fail the test with the step and the fix (not a traceback)."""
+        try:
+            return self._trace(steps, name)
+        except TraceError as e:
+            pytest.fail(f"ddi_driver: the steps are not a valid trace: {e}", pytrace=False)
+
+    def _trace(self, steps: Any, name: str | None) -> Trace:
         if isinstance(steps, Trace):
             return steps
         label = name or f"{self.default_name}-{next(self._count)}"
