@@ -1,5 +1,6 @@
 /*
- * ddifuzz: a hostile-request fuzzer for the ddih driver (Linux port).
+ * ddifuzz: a hostile-request fuzzer for the ddih driver (the Linux port;
+ * it also builds on illumos, see "illumos" below).
  *
  * Sends malformed and hostile requests straight at /dev/ddih, mixed with
  * valid ones that drive the driver into deep states (maps with chunks and
@@ -42,6 +43,25 @@
  *
  * Build: gcc -O2 -static -Wall -Werror -I kmod -o ddifuzz guest/ddifuzz.c \
  *            -lpthread
+ * On illumos (in the guest, with the system libc; no -static there):
+ *        cd kmod/illumos && gmake ddifuzz
+ *
+ * illumos: the ioctl numbers are DDIH_IOC_* of ddih_ioctl.h, encoded by the
+ * system's <sys/ioccom.h>, and the default device is DDIH_DEVICE.  The
+ * model above is the Linux port's policy; where the illumos driver differs
+ * (kmod/illumos/ddih.c, "Validation and the destructive switch") ddifuzz
+ * built with __sun leaves out what would hang a thread for good or warn by
+ * design, and checks only what both ports promise:
+ *   - rmalloc_wait sleeps in vmem's cv_wait, which no signal interrupts:
+ *     it is sent only when the model says it can be satisfied at once, never
+ *     on the shared file; absurd umem/kmem sizes are sent with NOSLEEP only
+ *     (a sleeping allocation of an absurd size never returns);
+ *   - rmalloc places with vmem's instant fit, not first fit: any free run of
+ *     the model is accepted (and recorded);
+ *   - rmfree of part of an allocation, rmfreemap of a map with allocations
+ *     ("vmem_destroy: leaked" by design), the 2^24-unit and 4096-chunk caps
+ *     (E2BIG/ENOSPC: Linux only) are not sent;
+ *   - kmem_free is given the allocation's size (illumos refuses another).
  */
 
 #define	_GNU_SOURCE
@@ -65,6 +85,21 @@
 #include <unistd.h>
 
 #include "ddih_ioctl.h"
+
+#if defined(__sun)
+#define	ILLUMOS		1
+/* <sys/ioccom.h>: IOC_VOID/OUT/IN/INOUT | (size & 0xff) << 16 | type << 8 | nr */
+#define	FZ_IOC(dir, type, nr, size)	((unsigned long)(uint32_t)(	\
+	(uint32_t[]){ IOC_VOID, IOC_OUT, IOC_IN, IOC_INOUT }[(dir) & 3] |	\
+	(((uint32_t)(size) & IOCPARM_MASK) << 16) |			\
+	((uint32_t)(type) << 8) | (uint32_t)(nr)))
+#define	FZ_CMD(cmd)	((int)(cmd))	/* ioctl(int, int, ...) */
+#else
+#define	ILLUMOS		0
+#define	FZ_IOC(dir, type, nr, size)	((unsigned long)_IOC((dir), (type),	\
+	(nr), (size)))
+#define	FZ_CMD(cmd)	(cmd)
+#endif
 
 #define	PG		4096ULL
 #define	PALIGN(x)	(((x) + PG - 1) & ~(PG - 1))
@@ -108,7 +143,7 @@ struct shared {
 };
 
 static struct shared *S;
-static const char *device = "/dev/ddih";
+static const char *device = DDIH_DEVICE;
 static int verbose;
 static int sfd = -1;			/* the file every process shares */
 
@@ -342,7 +377,7 @@ xioctl(int fd, unsigned long cmd, void *arg)
 
 	if (!claim())
 		return STOP;
-	rc = ioctl(fd, cmd, arg);
+	rc = ioctl(fd, FZ_CMD(cmd), arg);
 	rc = rc < 0 ? errno : 0;
 	result(rc);
 	return rc;
@@ -621,6 +656,21 @@ m_all_set(struct chunk *c, uint64_t from, uint64_t n)
 	return true;
 }
 
+/* illumos: [idx, idx + size) lies in one chunk and is all free. */
+static bool
+m_free_run(struct mmodel *m, uint64_t idx, uint64_t size)
+{
+	struct chunk *c;
+
+	if (size == 0 || !m_has_addr(m, idx, size))
+		return false;
+	c = m_chunk_of(m, idx);
+	for (uint64_t i = idx - c->start; i < idx - c->start + size; i++)
+		if (bit(c, i))
+			return false;
+	return true;
+}
+
 static uint64_t
 m_avail_chunk(struct chunk *c)
 {
@@ -736,7 +786,7 @@ open_files(struct th *t)
 			/* skip a few handles so numbering differs from fd */
 			req_init(&r, op);
 			r.arg[0] = 64;
-			if (ioctl(t->fd2, cmd_of(op), &r) == 0 &&
+			if (ioctl(t->fd2, FZ_CMD(cmd_of(op)), &r) == 0 &&
 			    r.ohandle != 0 && t->nforeign < 16) {
 				t->foreign[t->nforeign] = r.ohandle;
 				t->ftype[t->nforeign++] = i % 3 == 0 ? T_MAP :
@@ -889,6 +939,8 @@ op_rmalloc(struct th *t, uint32_t h, struct mmodel *m, bool wait)
 		break;
 	}
 	want = m->exact ? m_firstfit(m, size) : 0;
+	if (ILLUMOS && wait && size != 0 && (!m->exact || want == 0))
+		wait = false;	/* cv_wait: no signal would end the sleep */
 	req_init(&r, wait ? DDIH_OP_RMALLOC_WAIT : DDIH_OP_RMALLOC);
 	r.handle = h;
 	r.arg[0] = size;
@@ -934,6 +986,9 @@ op_rmalloc(struct th *t, uint32_t h, struct mmodel *m, bool wait)
 	account(t, cls, e, 0, wait ? "rmalloc_wait" : "rmalloc", &r);
 	if (e != 0 || !m->exact)
 		return;
+	if (ILLUMOS && want != 0 && r.value != want &&
+	    m_free_run(m, r.value, size))
+		want = r.value;		/* vmem's instant fit: any free run */
 	if (r.value != want) {
 		anomaly(t, "rmalloc%s(%" PRIu64 ") = 0x%" PRIx64 ", first fit "
 		    "says 0x%" PRIx64, wait ? "_wait" : "", size, r.value, want);
@@ -966,7 +1021,7 @@ op_rmfree_alloc(struct th *t, uint32_t h, struct mmodel *m)
 	i = (int)rn(t, m->nal);
 	a = m->al[i].a;
 	l = m->al[i].l;
-	if (l > 1 && pct(t, 20)) {		/* a partial free */
+	if (!ILLUMOS && l > 1 && pct(t, 20)) {	/* a partial free */
 		uint64_t part = 1 + rn(t, l - 1);
 
 		m->al[i].a += part;
@@ -1023,6 +1078,8 @@ op_rmfree_bad(struct th *t, uint32_t h, struct mmodel *m)
 			what = "rmfree index 0";
 			break;
 		case 3:		/* a chunk larger than 2^24 units */
+			if (ILLUMOS)	/* no such cap on illumos */
+				break;
 			idx = m->lo_next + (1ULL << 30);
 			size = (1ULL << 24) + 1 + rn(t, 1ULL << rn(t, 60));
 			if (size - 1 > UINT64_MAX - idx || m_has_addr(m, idx, size))
@@ -1100,6 +1157,8 @@ op_rmfreemap(struct th *t, uint32_t h, struct mmodel *m)
 	int e;
 
 	m_counters(m, &a, &tot);
+	if (ILLUMOS && (!m->exact || a != tot))
+		return;		/* passed through: "vmem_destroy: leaked" */
 	req_init(&r, DDIH_OP_RMFREEMAP);
 	r.handle = h;
 	if ((e = xioctl(t->fd, DDIH_IOC_RMAP, &r)) == STOP)
@@ -1241,6 +1300,11 @@ op_umem_alloc(struct th *t)
 	case 0:		/* absurd sizes, sleeping flags included */
 		size = (uint64_t[]){ UINT64_MAX, (64ULL << 20) + 1, 1ULL << 63,
 		    UINT64_MAX - PG + 2, 1ULL << 40 }[rn(t, 5)];
+		if (ILLUMOS) {	/* no 64 MiB cap; a sleep would never end */
+			if (size == (64ULL << 20) + 1)
+				size = 1ULL << 40;
+			r.flags |= DDIH_UMEM_NOSLEEP;
+		}
 		r.arg[0] = size;
 		if ((e = xioctl(t->fd, DDIH_IOC_UMEM, &r)) == STOP)
 			return;
@@ -1626,6 +1690,11 @@ op_kmem_alloc(struct th *t)
 	if (pct(t, 8)) {
 		r.arg[0] = (uint64_t[]){ UINT64_MAX, (4ULL << 20) + 1, 1ULL << 63,
 		    UINT64_MAX - PG + 2, 1ULL << 33 }[rn(t, 5)];
+		if (ILLUMOS) {	/* no 4 MiB cap; a sleep would never end */
+			if (r.arg[0] == (4ULL << 20) + 1)
+				r.arg[0] = 1ULL << 40;
+			r.flags |= DDIH_KM_NOSLEEP;
+		}
 		if ((e = xioctl(t->fd, DDIH_IOC_KMEM, &r)) == STOP)
 			return;
 		account(t, C_ABSURD, e, 0, "kmem_alloc > 4 MiB", &r);
@@ -1656,6 +1725,7 @@ op_kmem_alloc(struct th *t)
 		return;
 	}
 	created(t, r.ohandle, T_KMEM, "kmem_alloc");
+	t->tab[r.ohandle].usize = size;	/* illumos: kmem_free needs it */
 	if (r.value < size || (size == 0 && r.value != 0) ||
 	    (r.op == DDIH_OP_KMEM_ZALLOC && size && r.zeroed != 1))
 		anomaly(t, "kmem_%salloc(%" PRIu64 ") value=%" PRIu64 " zeroed=%u",
@@ -1666,6 +1736,7 @@ op_kmem_alloc(struct th *t)
 
 		req_init(&r, DDIH_OP_KMEM_FREE);
 		r.handle = h;
+		r.arg[0] = size;
 		if ((e = xioctl(t->fd, DDIH_IOC_KMEM, &r)) == STOP)
 			return;
 		account(t, C_VALID, e, 0, "kmem_free (big)", &r);
@@ -1685,6 +1756,8 @@ op_kmem_free(struct th *t, uint32_t h)
 	req_init(&r, DDIH_OP_KMEM_FREE);
 	r.handle = h;
 	r.arg[0] = rnd(t);		/* the size: ignored by the Linux port */
+	if (ILLUMOS)			/* illumos: the allocation's size */
+		r.arg[0] = h ? t->tab[h].usize : 0;
 	if ((e = xioctl(t->fd, DDIH_IOC_KMEM, &r)) == STOP)
 		return;
 	account(t, C_VALID, e, 0, h ? "kmem_free" : "kmem_free(NULL)", &r);
@@ -1813,17 +1886,17 @@ op_header(struct th *t)
 		what = "unknown ioctl number";
 		switch (rn(t, 4)) {
 		case 0:
-			cmd = _IOWR('D', 4 + rn(t, 252), struct ddih_req);
+			cmd = _IOWR('D', (4 + rn(t, 252)), struct ddih_req);
 			break;
 		case 1:
 			cmd = _IOWR('D', 0, struct ddih_req);
 			break;
 		case 2:
-			cmd = _IOC(rn(t, 4), 'E' + rn(t, 10), rn(t, 256),
+			cmd = FZ_IOC(rn(t, 4), 'E' + rn(t, 10), rn(t, 256),
 			    rn(t, 1 << 14));
 			break;
 		default:
-			cmd = _IOWR('d', 1 + rn(t, 3), struct ddih_req);
+			cmd = _IOWR('d', (1 + rn(t, 3)), struct ddih_req);
 			break;
 		}
 		break;
@@ -2169,7 +2242,7 @@ do_shared(struct th *t)
 			account(t, C_CONT, e, 0, "shared rmfree (add)", &r);
 			break;
 		case 2: case 3: {	/* rmalloc, or a short rmalloc_wait */
-			bool wait = rn(t, 2);
+			bool wait = rn(t, 2) && !ILLUMOS;	/* cv_wait */
 
 			req_init(&r, wait ? DDIH_OP_RMALLOC_WAIT : DDIH_OP_RMALLOC);
 			r.handle = h;
@@ -2216,6 +2289,8 @@ do_shared(struct th *t)
 			account(t, C_CONT, e, 0, "shared rmfree (random)", &r);
 			break;
 		default:
+			if (ILLUMOS)	/* may hold allocations: "leaked" */
+				break;
 			req_init(&r, DDIH_OP_RMFREEMAP);
 			r.handle = h;
 			if ((e = xioctl(sfd, DDIH_IOC_RMAP, &r)) == STOP)
@@ -2424,7 +2499,7 @@ main(int argc, char **argv)
 		case 'w': nw = atoi(optarg); break;
 		case 't': nt = atoi(optarg); break;
 		case 'k': kill_storm = true; break;
-		case 'c': cap = true; break;
+		case 'c': cap = !ILLUMOS; break;	/* a Linux cap */
 		case 'd': device = optarg; break;
 		case 'v': verbose++; break;
 		case 'S': stall_s = atol(optarg); break;

@@ -294,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "after each chunk, unload the driver at the end. Exit status 1 on any panic, warning, "
                     "unrefused malformed request, anomaly, leak or unclean unload.")
     fz.add_argument("--target", default="linux", choices=TARGET_NAMES,
-                    help="which guest (default: linux; the fuzzer runs on linux here)")
+                    help="which guest (default: linux; openindiana/omnios build the fuzzer in the guest; "
+                         "illumos-gate has no driver to fuzz)")
     fz.add_argument("--ops", type=int, default=20000, help="requests to send (default 20000)")
     fz.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     fz.add_argument("--chunk", type=int, default=2000, help="requests per ddifuzz run (default 2000)")

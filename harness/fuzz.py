@@ -18,6 +18,17 @@ malformed ones must be refused with an errno, absurd sizes must be declined
 must succeed and match its exact model of its own file, contended ones (on
 the shared file) may go either way but must keep invariants.
 
+On illumos (``--target openindiana`` or ``omnios``) the guest is brought up
+by IllumosTarget (driver built with kmod/illumos/Makefile and added with
+add_drv, ``destructive`` off), ``guest/ddifuzz.c`` is uploaded beside the
+driver sources and built in the guest with the same Makefile (``gmake
+ddifuzz``, the system libc: no static host build), and run with ``-d`` the
+device node the target found.  Between chunks the ``ddih:0:objects`` kstat
+must read 0; at the end the driver is removed with rem_drv.  ddifuzz built
+on illumos leaves out what the illumos driver passes to a sleep that never
+ends and the Linux-only caps (see guest/ddifuzz.c).  illumos-gate has no
+guest and no driver: there is nothing to fuzz there.
+
 The run passes (exit 0) only with 0 panics, 0 warnings, a clean unload,
 every malformed request refused, no absurd request accepted, no anomaly
 (valid request failing, model or invariant broken), no leak between chunks
@@ -51,6 +62,25 @@ COUNTERS = (
     "mmaps", "coherence_checks", "cap_probes", "kills", "wait_interrupts",
 )
 DETAIL_PREFIXES = ("UNREFUSED", "WRONGERRNO", "ANOMALY", "ACCEPTED", "NOTE", "HANG")
+
+ILLUMOS_TARGETS = ("openindiana", "omnios")
+FUZZ_TARGETS = ("linux", *ILLUMOS_TARGETS)
+
+
+def unsupported(target_name: str) -> str | None:
+    """Why ``fuzz`` cannot run on ``target_name`` (naming the fix), or None when it can."""
+    if target_name in FUZZ_TARGETS:
+        return None
+    if target_name == "illumos-gate":
+        return ("fuzz: the illumos-gate target has no guest and no driver (it runs vmem.c and rmap.c "
+                "in a user-space process), so there is no device to send ioctls to; fuzz the illumos "
+                "driver in a guest instead: --target openindiana or --target omnios")
+    return f"fuzz: target {target_name!r} is not supported: choose one of {', '.join(FUZZ_TARGETS)}"
+
+
+def illumos_fuzz_commands(src_dir: str = GUEST_DIR) -> list[tuple[str, ...]]:
+    """The guest commands that build ddifuzz on illumos (after ``ddifuzz.c`` is uploaded)."""
+    return [("gmake", "-C", f"{src_dir}/kmod/illumos", "ddifuzz")]
 
 
 def build_ddifuzz(build_dir: Path) -> Path:
@@ -207,10 +237,12 @@ def fuzz(target_name: str, ops: int, seed: int, workdir: Path, log: Log = lambda
     aggregate cap, so this currently ends in the OOM killer (a warning).
     ``progress(stage, done, total)`` is called for the image build stages and with
     stage "fuzz" after each chunk.  ``target`` lets a caller pass an already
-    prepared LinuxTarget (tests); it is booted if needed and closed at the end.
+    prepared target (tests); it is booted if needed and closed at the end.
     """
-    if target_name != "linux":
-        raise ValueError(f"fuzz: target {target_name!r} is not supported (only linux)")
+    why = unsupported(target_name)
+    if why:
+        raise ValueError(why)
+    illumos = target_name in ILLUMOS_TARGETS
     from harness.options import RunOptions
     from harness.targets import make_target
 
@@ -224,22 +256,27 @@ def fuzz(target_name: str, ops: int, seed: int, workdir: Path, log: Log = lambda
                              progress=image_progress)
     if cap_probe is None:
         cap_probe = ops >= 10000
+    if illumos:
+        cap_probe = False     # the 4096-chunks-per-map cap is the Linux port's
     try:
         if target.image is None:
             target.prepare()
-        if cpus and target.image.cpus != cpus:
+        if not illumos and cpus and target.image.cpus != cpus:
             # concurrency needs more than one vCPU; the image's default is 1
+            # (illumos guests: the manifest's cpus, 2 by default)
             target.image = dataclasses.replace(target.image, cpus=cpus)
-        fuzzer = build_ddifuzz(Path(target.workdir) / "build")
+        # Linux: a static binary built on the host; illumos: built in the guest (_upload)
+        fuzzer = None if illumos else build_ddifuzz(Path(target.workdir) / "build")
         if not target.alive():
             target.boot()
         _upload(target, fuzzer)
         report.facts["guest_kernel"] = target.facts.guest_kernel
         report.facts["accelerator"] = target.facts.accelerator
-        report.facts["guest_cpus"] = target.image.cpus
-        report.facts["guest_memory"] = target.image.memory
+        vcpus, memory = _guest_shape(target)
+        report.facts["guest_cpus"] = vcpus
+        report.facts["guest_memory"] = memory
         log(f"fuzzing: {ops} requests, seed {seed}, chunks of {chunk}, {workers} processes x "
-            f"{threads} threads, {target.image.cpus} vCPUs ({target.facts.accelerator})")
+            f"{threads} threads, {vcpus} vCPUs ({target.facts.accelerator})")
         tf = time.monotonic()
         done, i = 0, 0
         if progress:
@@ -261,7 +298,7 @@ def fuzz(target_name: str, ops: int, seed: int, workdir: Path, log: Log = lambda
         report.unloaded, report.outstanding_at_unload = u.unloaded, u.outstanding
         # rmmod may have printed something (a leak warning, a BUG on unload)
         tail = target.machine.console.new_text() if target.machine else ""
-        _scan(report, tail, i)
+        _scan(report, tail, i, _console_os(target))
     except Exception as e:  # a target that cannot come up: the report says why
         report.error = f"{type(e).__name__}: {e}"
         log(f"fuzz: {report.error}")
@@ -277,8 +314,42 @@ def fuzz(target_name: str, ops: int, seed: int, workdir: Path, log: Log = lambda
     return report
 
 
-def _upload(target, fuzzer: Path) -> None:
-    target.ssh.put(fuzzer, f"{GUEST_DIR}/ddifuzz", 0o700)
+def _upload(target, fuzzer: Path | None) -> None:
+    """Put ddifuzz in the (fresh) guest: the host build (Linux), or build it there (illumos, fuzzer None)."""
+    from harness.targets.base import TargetError
+
+    if fuzzer is not None:
+        target.ssh.put(fuzzer, f"{GUEST_DIR}/ddifuzz", 0o700)
+        return
+    # IllumosTarget.boot() uploaded kmod/illumos (its Makefile) and kmod/ddih_ioctl.h to GUEST_DIR
+    target.ssh.put(REPO / "guest" / "ddifuzz.c", f"{GUEST_DIR}/guest/ddifuzz.c", 0o644)
+    for argv in illumos_fuzz_commands():
+        r = target.guest_command(*argv, timeout=300)
+        if r.status != 0:
+            raise TargetError(f"building guest/ddifuzz in the guest failed (exit {r.status}): "
+                              f"{' '.join(argv)}\n{(r.stdout + r.stderr)[-3000:]}")
+
+
+def _fuzzer_argv(target) -> str:
+    """The guest path of ddifuzz and, on illumos, the device node the target found."""
+    from harness.ssh import quote
+
+    if getattr(target, "console_os", "linux") == "illumos":
+        return f"{GUEST_DIR}/kmod/illumos/ddifuzz -d {quote(target.device)}"
+    return f"{GUEST_DIR}/ddifuzz"
+
+
+def _console_os(target) -> str:
+    return getattr(target, "console_os", "") or "linux"
+
+
+def _guest_shape(target) -> tuple[int, str]:
+    """(vCPUs, memory) of the guest as booted."""
+    image = getattr(target, "image", None)
+    if hasattr(image, "cpus"):           # a LinuxImage
+        return image.cpus, image.memory
+    cfg = getattr(getattr(target, "machine", None), "config", None)   # illumos: the manifest's
+    return (cfg.cpus, cfg.memory) if cfg is not None else (0, "")
 
 
 _OOM = re.compile(r"(?:\[\s*\d+\.\d+\]\s*)?(Out of memory: Killed process \d+ \((?P<comm>[^)]*)\)"
@@ -303,8 +374,8 @@ def _oom_findings(console: str) -> list:
     return out
 
 
-def _scan(report: FuzzReport, console: str, chunk: int) -> list:
-    findings = panics.scan(console, "linux") + _oom_findings(console)
+def _scan(report: FuzzReport, console: str, chunk: int, os: str = "linux") -> list:
+    findings = panics.scan(console, os) + (_oom_findings(console) if os == "linux" else [])
     for f in findings:
         if f.kind in panics.FATAL_KINDS:
             report.panics += 1
@@ -317,7 +388,7 @@ def _scan(report: FuzzReport, console: str, chunk: int) -> list:
 
 
 def _run_chunk(target, report: FuzzReport, i: int, n: int, seed: int, workers: int, threads: int,
-               kill_storm: bool, cap: bool, fuzzer: Path, log: Log, pressure: int = 0) -> None:
+               kill_storm: bool, cap: bool, fuzzer: Path | None, log: Log, pressure: int = 0) -> None:
     from harness.ssh import SSHError
 
     if not target.alive():
@@ -325,9 +396,9 @@ def _run_chunk(target, report: FuzzReport, i: int, n: int, seed: int, workers: i
         _upload(target, fuzzer)
     target.machine.console.new_text()
     cseed = seed * 1_000_003 + i
-    argv = f"{GUEST_DIR}/ddifuzz -n {n} -s {cseed} -w {workers} -t {threads}" + \
+    argv = f"{_fuzzer_argv(target)} -n {n} -s {cseed} -w {workers} -t {threads}" + \
         (" -k" if kill_storm else "") + (" -c" if cap else "") + (f" -m {pressure}" if pressure else "")
-    timeout = 120 + n * 0.1
+    timeout = 120 + n * 0.1 if _console_os(target) == "linux" else 300 + n * 0.3
     out, trouble = "", None
     try:
         r = target.ssh.run(argv, timeout=timeout)
@@ -343,7 +414,7 @@ def _run_chunk(target, report: FuzzReport, i: int, n: int, seed: int, workers: i
     if trouble and target.machine and target.machine.is_running():
         target.machine.wait_exit(2.0)
     console = target.machine.console.new_text() if target.machine and target.machine.console else ""
-    findings = _scan(report, console, i)
+    findings = _scan(report, console, i, _console_os(target))
     fatal = panics.first_fatal(findings)
     if counters:
         for k in COUNTERS:
@@ -396,6 +467,10 @@ def fuzz_command(args: argparse.Namespace) -> int:
     log = lambda s: console.print(f"[dim]{escape(s)}[/dim]")  # noqa: E731
     if args.ops < 1:
         print("error: --ops must be at least 1", file=sys.stderr)
+        return 2
+    why = unsupported(args.target)
+    if why:
+        print(f"error: {why}", file=sys.stderr)
         return 2
     out = Path(args.out)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

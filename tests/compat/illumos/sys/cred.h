@@ -1,2 +1,0 @@
-/* Compile-check shim, not the real illumos <sys/cred.h>: see ../ddi_proto.h */
-#include "../ddi_proto.h"

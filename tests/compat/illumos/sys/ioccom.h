@@ -1,2 +1,0 @@
-/* Compile-check shim, not the real illumos <sys/ioccom.h>: see ../ddi_proto.h */
-#include "../ddi_proto.h"
