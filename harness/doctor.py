@@ -62,9 +62,13 @@ def _linux_image_cached() -> tuple[bool, str]:
     root = cache_root() / "linux"
     if not root.is_dir():
         return False, f"no Linux image cache at {root}"
+    problems: list[str] = []
     for d in sorted(root.iterdir()):
-        if d.is_dir() and not d.name.startswith(".") and _load(d) is not None:
-            return True, f"image {d.name} in {root}"
+        if d.is_dir() and not d.name.startswith(".") and d.name not in ("debs", "resolved") \
+                and _load(d, problems) is not None:
+            return True, f"image {d.name} in {root} (vmlinux and initramfs as built)"
+    if problems:
+        return False, "damaged: " + "; ".join(problems) + " -- run `ddi-harness image build linux --rebuild`"
     return False, f"no complete Linux image in {root}"
 
 
@@ -84,6 +88,23 @@ def _illumos_base(distro: str) -> tuple[bool, str]:
     return base_status(distro)
 
 
+def _image_host(distro: str) -> tuple[bool, str]:
+    """Whether the image's host answers now (a bounded probe of each URL until one answers)."""
+    from harness import fetch
+
+    m = fetch.load_image_manifest(distro)
+    last = ""
+    for url in m.urls:
+        ok, detail = fetch.probe_url(url, timeout=IMAGE_HOST_TIMEOUT)
+        if ok:
+            return True, detail
+        last = detail
+    return False, last
+
+
+IMAGE_HOST_TIMEOUT = 5.0
+
+
 def _cached_gate():
     from harness.fetch import cached_gate
 
@@ -98,6 +119,7 @@ PROBES: dict[str, Callable] = {
     "linux_image": _linux_image_cached,
     "illumos_image": _illumos_image,
     "illumos_base": _illumos_base,
+    "image_host": _image_host,
     "cached_gate": _cached_gate,
 }
 
@@ -164,6 +186,17 @@ def doctor(target: str) -> list[Check]:
     checks.append(Check(f"{target} image", ok, detail,
                         "" if ok else f"run `ddi-harness run --target {target}` (or the image fetch command) "
                                       "on a machine with internet access; it downloads and verifies the image"))
+    image_cached = ok
+    if "image_host" in PROBES:
+        r = _probe("image_host", target)
+        hok, hdetail = (False, f"check failed: {r}") if isinstance(r, Exception) else r
+        if not hok and image_cached:
+            checks.append(Check(f"{target} image host", True, f"{hdetail} (not needed: the image is cached)"))
+        else:
+            checks.append(Check(f"{target} image host", hok, hdetail,
+                                "" if hok else "the first run downloads the image: run it where the host "
+                                               "resolves and answers (DNS, firewall, https_proxy), or copy "
+                                               "~/.cache/ddi-harness/images/ from a machine that has it"))
     r = _probe("illumos_base", target)
     ok, detail = (False, f"check failed: {r}") if isinstance(r, Exception) else r
     checks.append(Check(f"{target} provisioned base", ok, detail,

@@ -101,6 +101,15 @@ class _Retryable(Exception):
     """A transient failure: retry after a pause."""
 
 
+class _NoName(Exception):
+    """The host name did not resolve: never retried (offline, no DNS, or a wrong host)."""
+
+    def __init__(self, host: str, detail: str) -> None:
+        self.host = host
+        self.detail = detail
+        super().__init__(f"cannot resolve {host} ({detail})")
+
+
 # --------------------------------------------------------------------------
 # manifests
 
@@ -436,15 +445,42 @@ _NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionE
                    socket.timeout, TimeoutError, OSError)
 
 
+def _name_failure(e: BaseException) -> socket.gaierror | None:
+    """The name-resolution error behind ``e`` (urllib wraps it in URLError), if that is what it is."""
+    for x in (e, getattr(e, "reason", None), e.__cause__, e.__context__):
+        if isinstance(x, socket.gaierror):
+            return x
+    return None
+
+
+def _resolving_host(url: str) -> str:
+    """The host whose name must resolve to reach ``url``: the proxy's when one is used."""
+    u = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(u.scheme)
+    if proxy and not urllib.request.proxy_bypass(u.hostname or ""):
+        return urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}").hostname or proxy
+    return u.hostname or url
+
+
+def _no_name_error(failures: list[_NoName], what: str) -> FetchError:
+    hosts = ", ".join(dict.fromkeys(f.host for f in failures))
+    return FetchError(
+        f"could not {what}: cannot resolve {hosts} ({failures[0].detail}); this machine has no working "
+        f"name resolution (offline?), so nothing was retried. Fix: run where {hosts} resolves (check "
+        "/etc/resolv.conf, or set https_proxy), or copy an already fetched image cache "
+        "(~/.cache/ddi-harness/images/) to this machine; `ddi-harness doctor --target <t>` checks the host")
+
+
 def _with_retries(url: str, what: str, attempt: Callable[[], Any],
                   made_progress: Callable[[], bool] = lambda: False) -> Any:
     """Run ``attempt`` until it returns; retry _Retryable/network errors with
-    backoff (attempts that made progress do not count); _NotFound propagates."""
+    backoff (attempts that made progress do not count); _NotFound propagates,
+    and so does a name that does not resolve (_NoName: retrying cannot help)."""
     failures = 0
     while True:
         try:
             return attempt()
-        except (_NotFound, FetchError):
+        except (_NotFound, _NoName, FetchError):
             raise
         except urllib.error.HTTPError as e:
             err: Exception = _classify_http_error(e)
@@ -455,6 +491,9 @@ def _with_retries(url: str, what: str, attempt: Callable[[], Any],
         except _NETWORK_ERRORS as e:
             if _is_enospc(e):
                 raise
+            gai = _name_failure(e)
+            if gai is not None:
+                raise _NoName(_resolving_host(url), gai.strerror or str(gai)) from None
             err = e
         if made_progress():
             failures = 0
@@ -504,6 +543,7 @@ def _fetch_checksum(m: ImageManifest, progress: Progress) -> tuple[str, str]:
     if m.sha256:
         return m.sha256, m.url
     tried: list[str] = []
+    no_name: list[_NoName] = []
     for url in m.urls:
         curl = m.checksum_url_for(url)
         assert curl is not None
@@ -517,6 +557,10 @@ def _fetch_checksum(m: ImageManifest, progress: Progress) -> tuple[str, str]:
         except _NotFound as e:
             tried.append(f"{curl} ({e})")
             continue
+        except _NoName as e:
+            no_name.append(e)
+            tried.append(f"{curl} ({e})")
+            continue
         try:
             digest = parse_checksum(body.decode("utf-8", "replace"), Path(urllib.parse.urlparse(url).path).name)
         except ValueError as e:
@@ -524,6 +568,8 @@ def _fetch_checksum(m: ImageManifest, progress: Progress) -> tuple[str, str]:
                              f"image.sha256 in {m.source}") from None
         progress("checksum", 1, 1)
         return digest, url
+    if no_name and len(no_name) == len(tried):
+        raise _no_name_error(no_name, f"download the checksum file of image {m.name}")
     raise FetchError(f"no checksum file for image {m.name}: tried {'; '.join(tried)}; the release may "
                      f"have moved -- update image.url in {m.source} or pin image.sha256")
 
@@ -628,12 +674,18 @@ def _download(m: ImageManifest, first_url: str, part: Path, progress: Progress) 
     urls = [first_url] + [u for u in m.urls if u != first_url]
     extra = 0 if m.compression == "none" else (m.disk_size_hint or 3 * (m.download_size or 0))
     tried: list[str] = []
+    no_name: list[_NoName] = []
     for url in urls:
         try:
             _download_one(url, part, progress, m.download_size, extra)
             return url
         except _NotFound as e:
             tried.append(f"{url} ({e})")
+        except _NoName as e:
+            no_name.append(e)
+            tried.append(f"{url} ({e})")
+    if no_name and len(no_name) == len(tried):
+        raise _no_name_error(no_name, f"download image {m.name}")
     raise FetchError(f"image {m.name} is not at any of its URLs: {'; '.join(tried)}; update image.url "
                      f"in {m.source} (see the directory index of the download site)")
 
@@ -897,6 +949,64 @@ def fetch_image(name_or_manifest: str | os.PathLike | ImageManifest,
         progress("done", 1, 1)
         return FetchedImage(path=disk, sha256=found, size=size, manifest=m, format=m.format,
                             url=url, disk_sha256=disk_sha)
+
+
+# --------------------------------------------------------------------------
+# reachability (for `doctor`)
+
+
+def _resolve(host: str, port: int, timeout: float) -> None:
+    """getaddrinfo with a deadline (it has none of its own): raises socket.gaierror or TimeoutError."""
+    box: dict[str, BaseException | None] = {}
+
+    def run() -> None:
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            box["e"] = None
+        except BaseException as e:   # noqa: BLE001 - handed to the caller
+            box["e"] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if "e" not in box:
+        raise TimeoutError(f"name resolution of {host} took more than {timeout:.0f} s")
+    if box["e"] is not None:
+        raise box["e"]
+
+
+def probe_url(url: str, timeout: float = 5.0) -> tuple[bool, str]:
+    """Is ``url``'s host reachable now?  (ok, detail); bounded by about ``2 * timeout`` seconds.
+
+    Resolves the host (or the proxy's), then sends an HTTP HEAD for the URL.  Any
+    HTTP answer means the host is reachable; 404/410 says the file is not there.
+    """
+    u = urllib.parse.urlsplit(url)
+    host = _resolving_host(url)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    t0 = time.monotonic()
+    try:
+        _resolve(host, port, timeout)
+    except socket.gaierror as e:
+        return False, f"cannot resolve {host} ({e.strerror or e}): no name resolution (offline?)"
+    except TimeoutError as e:
+        return False, str(e)
+    status = 0
+    for method, extra in (("HEAD", {}), ("GET", {"Range": "bytes=0-"})):   # GET when HEAD is refused
+        req = urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT, **extra})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                status = r.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            return False, f"{u.hostname}:{port} not reachable ({reason})"
+        if status not in (405, 501):
+            break
+    took = time.monotonic() - t0
+    if status in (404, 410):
+        return False, f"{u.hostname} answered HTTP {status} for {url}: the image is not there (moved?)"
+    return True, f"{u.hostname} reachable (HTTP {status} in {took:.1f} s)"
 
 
 # --------------------------------------------------------------------------

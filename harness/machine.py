@@ -231,7 +231,9 @@ class DiskBoot:
     ``seed`` is a second, read-only disk (a cloud-init NoCloud ISO); ``no_reboot``
     turns a guest reboot (illumos reboots after a panic) into a QEMU exit;
     ``restrict`` cuts the guest off the network (test runs need none,
-    provisioning needs the package server).
+    provisioning needs the package server).  ``interface`` and ``nic`` are the
+    device models; the illumos targets fall back to ahci and e1000 when a first
+    boot finds no disk or no link.
     """
 
     disk: Path
@@ -239,6 +241,8 @@ class DiskBoot:
     seed: Path | None = None
     no_reboot: bool = True
     restrict: bool = True
+    interface: str = "virtio"        # the boot disk's controller: virtio or ahci
+    nic: str = "virtio-net-pci"      # the NIC model: virtio-net-pci or e1000
 
 
 @dataclass
@@ -286,11 +290,16 @@ class MachineConfig:
         return cls(**kw)
 
 
+DISK_INTERFACES = ("virtio", "ahci")
+NICS = ("virtio-net-pci", "e1000")
+
+
 def disk_boot_argv(*, accel: str, disk: str | os.PathLike, serial_socket: str | os.PathLike,
                    qmp_socket: str | os.PathLike | None, ssh_port: int, memory: str = "4096",
                    cpus: int = 2, disk_format: str = "qcow2", seed: str | os.PathLike | None = None,
                    no_reboot: bool = True, restrict: bool = True, qemu: str = QEMU,
-                   name: str = "ddih-illumos") -> list[str]:
+                   name: str = "ddih-illumos", disk_interface: str = "virtio",
+                   nic: str = "virtio-net-pci") -> list[str]:
     """The QEMU command line of a disk boot, as the illumos guests need it (pure).
 
     Machine ``pc`` (i440FX: OpenIndiana 2025.10 loses its disk and NIC on
@@ -298,23 +307,34 @@ def disk_boot_argv(*, accel: str, disk: str | os.PathLike, serial_socket: str | 
     loopback, serial on ttya (COM1, the first ``-serial``), ``-cpu host`` and
     the kvm-pit delay policy under KVM, ``-cpu qemu64`` under TCG, rtc
     driftfix, never any ``hv-*`` flag (the illumos kernel mistakes the guest
-    for Hyper-V and hangs in microfind).
+    for Hyper-V and hangs in microfind).  ``disk_interface`` ``ahci`` puts the
+    boot disk on an ICH9 AHCI controller as an ``ide-hd`` instead (the seed
+    disk stays virtio); ``nic`` ``e1000`` replaces the NIC model.
     """
     if accel not in ("kvm", "tcg"):
         raise ValueError(f"accelerator must be kvm or tcg, not {accel!r}")
+    if disk_interface not in DISK_INTERFACES:
+        raise ValueError(f"disk interface must be one of {', '.join(DISK_INTERFACES)}, not {disk_interface!r}")
+    if nic not in NICS:
+        raise ValueError(f"NIC must be one of {', '.join(NICS)}, not {nic!r}")
     argv = [qemu, "-name", name, "-machine", f"pc,accel={accel}",
             "-cpu", "host" if accel == "kvm" else "qemu64",
             "-smp", str(cpus), "-m", str(memory)]
     if accel == "kvm":
         argv += ["-global", "kvm-pit.lost_tick_policy=delay"]
-    argv += ["-rtc", "base=utc,clock=host,driftfix=slew",
-             "-drive", f"file={disk},if=virtio,format={disk_format},cache=writeback"]
+    argv += ["-rtc", "base=utc,clock=host,driftfix=slew"]
+    if disk_interface == "ahci":
+        argv += ["-device", "ich9-ahci,id=ahci0",
+                 "-drive", f"file={disk},if=none,id=disk0,format={disk_format},cache=writeback",
+                 "-device", "ide-hd,bus=ahci0.0,drive=disk0,bootindex=0"]
+    else:
+        argv += ["-drive", f"file={disk},if=virtio,format={disk_format},cache=writeback"]
     if seed is not None:
         argv += ["-drive", f"file={seed},if=virtio,format=raw,readonly=on"]
     net = f"user,id=n0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
     if restrict:
         net += ",restrict=on"
-    argv += ["-netdev", net, "-device", "virtio-net-pci,netdev=n0",
+    argv += ["-netdev", net, "-device", f"{nic},netdev=n0",
              "-display", "none", "-monitor", "none",
              "-chardev", f"socket,id=s0,path={serial_socket},server=on,wait=on",
              "-serial", "chardev:s0"]
@@ -401,7 +421,7 @@ class Machine:
                                   serial_socket=workdir / "console.sock", qmp_socket=workdir / "qmp.sock",
                                   ssh_port=ssh_port, memory=_mib(c.memory), cpus=c.cpus, seed=d.seed,
                                   no_reboot=d.no_reboot, restrict=d.restrict, qemu=c.qemu,
-                                  name=c.name) + list(c.extra_args)
+                                  name=c.name, disk_interface=d.interface, nic=d.nic) + list(c.extra_args)
         argv = [c.qemu, "-name", c.name, "-machine", "pc", *accel.args(),
                 "-m", str(c.memory), "-smp", str(c.cpus),
                 "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none",

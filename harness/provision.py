@@ -76,6 +76,22 @@ MAINT_USER = r"Enter user name for system maintenance \(control-d to bypass\): ?
 MAINT_PASSWORD = r"(?:Enter root password|Root password for system maintenance) \(control-d to bypass\): ?"
 MAINT_OLD = r"\(or give root password for system maintenance\): ?"
 PANIC = r"panic\[cpu\d+\]/thread=[0-9a-fA-F]+:[^\r\n]*"
+# the kernel found no root disk: the disk model's driver is missing or the pool is not on the disk it
+# expects (illumos vfs_mountroot(): "cannot mount root path", "vfs_mountroot: cannot mount root")
+NO_ROOT_DISK = (r"panic\[cpu\d+\]/thread=[0-9a-fA-F]+:[^\r\n]*cannot mount root[^\r\n]*"
+                r"|Cannot mount root on [^\r\n]*")
+# the first signs of a boot on ttya (loader, kernel banner, SMF); "console login:" is matched
+# without consuming it, so the next step still sees the prompt
+BOOT_SIGN = (r"Loading unix|Booting\.\.\.|SunOS Release \d|Version illumos-|Hostname: "
+             r"|(?=\S* ?console login:)")
+NO_NIC = "DDIH-NO-NIC"
+NO_LINK = "DDIH-NO-LINK"
+CLEAR_MAINTENANCE = ("svcs -H -o state,fmri | awk '$1==\"maintenance\"{print $2}' | "
+                     "while read s; do svcadm clear $s && echo cleared $s; done")
+"""Clear every service in maintenance (svcadm(8) clear), naming each one."""
+ROOT_LOCKED_NOTE = ("OmniOS's cloud-init locks root's password (`passwd -N`, omniosorg/cloud-init "
+                    "cloudinit/distros/illumos.py lock_passwd), so there is no console login to fall "
+                    "back to: only the SSH key works")
 KMDB = r"\[\d+\]> ?$"
 POWEROFF_FAILED = r"Press any key to reboot"
 
@@ -89,7 +105,9 @@ class Handler:
     action: ``done`` (the step succeeded), ``send`` (send ``text`` and keep
     waiting, at most ``limit`` times), ``maintenance`` (system maintenance
     mode, see :meth:`ConsoleProvisioner._maintenance`), ``panic`` (the guest
-    panicked) or ``fail`` (an unexpected prompt; ``text`` describes it).
+    panicked), ``fallback`` (the device model does not work: ``text`` is
+    ``disk`` or ``nic``, raised as :class:`NeedFallback`) or ``fail`` (an
+    unexpected prompt; ``text`` describes it).
     """
 
     name: str
@@ -133,6 +151,10 @@ class Step:
     ``capture``: a regex whose first group (or whole match) of the output is
     kept in ``results[name]``.
     ``console_only``: not run by the SSH provisioner.
+    ``fallback_if``/``fallback``: when a command fails and its output matches
+    ``fallback_if``, raise :class:`NeedFallback` (``fallback``: ``disk`` or
+    ``nic``): the target boots again with the manifest's fallback model.
+    ``timeout_fallback``: the same when a wait step times out.
     """
 
     name: str
@@ -147,6 +169,9 @@ class Step:
     capture: str | None = None
     console_only: bool = False
     optional: bool = False     # recovery-only steps: skipped in the normal flow
+    fallback_if: str | None = None
+    fallback: str = ""
+    timeout_fallback: str = ""
 
     def waits_for(self) -> list[str]:
         if self.kind == "command":
@@ -186,11 +211,27 @@ def _cmd(name: str, command: str, timeout: float = 120.0, **kw) -> Step:
     return Step(name, "command", send=command, timeout=timeout, **kw)
 
 
-def login_steps(boot_timeout: float = 600.0, settle: float = 20.0) -> list[Step]:
-    """Boot to ``console login:``, log in as root (empty password), set a known prompt."""
+def boot_steps(boot_timeout: float = 600.0, first_output: float | None = None) -> list[Step]:
+    """Wait for the first sign of a boot on ttya, then for ``console login:``.
+
+    A console that stays silent for ``first_output`` seconds (SeaBIOS found
+    nothing to boot: it prints on VGA, not on the serial line) or a kernel
+    that cannot mount its root is a disk the guest cannot use: NeedFallback("disk").
+    """
+    first = first_output if first_output is not None else min(boot_timeout, max(120.0, boot_timeout / 3))
+    no_disk = Handler("no-root-disk", NO_ROOT_DISK, "fallback", "disk")
     return [
+        Step("wait-boot", "wait", timeout=first, console_only=True, timeout_fallback="disk",
+             handlers=(no_disk, Handler("boot", BOOT_SIGN, "done"))),
         Step("wait-login", "wait", timeout=boot_timeout, console_only=True,
-             handlers=(Handler("login", LOGIN_SEEN, "done"),)),
+             handlers=(no_disk, Handler("login", LOGIN_SEEN, "done"))),
+    ]
+
+
+def login_steps(boot_timeout: float = 600.0, settle: float = 20.0,
+                first_output: float | None = None) -> list[Step]:
+    """Boot to ``console login:``, log in as root (empty password), set a known prompt."""
+    return boot_steps(boot_timeout, first_output) + [
         # two enters, let getty settle (slow consoles merge early enters into the user name),
         # then the prompt must be the last thing
         Step("settle-getty", "wait", send="\n\n", settle=settle, timeout=120, console_only=True,
@@ -263,9 +304,16 @@ def openindiana_recipe(ssh_pubkey: str, kmem_flags: int = 0, *, accel: str = "kv
     steps = login_steps(boot_timeout=1800 if accel == "tcg" else 600)
     steps += [
         # network: slirp's fixed addresses (10.0.2.15/24, gateway 10.0.2.2, DNS 10.0.2.3)
+        # no link at all: the NIC model has no driver in the image -> boot again with the fallback
         _cmd("nic-create-if",
-             "L=$(dladm show-phys -p -o link | head -1); test -n \"$L\" && "
-             "{ ipadm show-if $L >/dev/null 2>&1 || ipadm create-if $L; }", 60),
+             f"L=$(dladm show-phys -p -o link | head -1); test -n \"$L\" || {{ echo {NO_NIC}; exit 3; }}; "
+             "ipadm show-if $L >/dev/null 2>&1 || ipadm create-if $L", 60,
+             fallback_if=NO_NIC, fallback="nic"),
+        # the link must come up (vioif/e1000g report up; unknown is accepted)
+        _cmd("nic-link",
+             "L=$(dladm show-phys -p -o link | head -1); for i in 1 2 3 4 5 6 7 8 9 10; do "
+             "dladm show-phys -p -o state $L | egrep -q 'up|unknown' && exit 0; sleep 3; done; "
+             f"dladm show-phys; echo {NO_LINK}; exit 1", 90, fallback_if=NO_LINK, fallback="nic"),
         _cmd("nic-address",
              "L=$(dladm show-phys -p -o link | head -1); ipadm show-addr $L/v4 >/dev/null 2>&1 || "
              "ipadm create-addr -T static -a 10.0.2.15/24 $L/v4", 60),
@@ -307,8 +355,7 @@ def omnios_recipe(kmem_flags: int = 0, *, accel: str = "kvm", swap: str = "4g") 
     steps = [
         # console-login is printed only after cloud-init:final (it is an optional_all dependent
         # of it: github.com/omniosorg/cloud-init, branch illumos, smf/cloud-init.xml)
-        Step("wait-login", "wait", timeout=1800 if accel == "tcg" else 600, console_only=True,
-             handlers=(Handler("login", LOGIN_SEEN, "done"),)),
+        *boot_steps(1800 if accel == "tcg" else 600),
         Step("verify-ssh", "host", timeout=300 * scale),
         _cmd("grow-rpool",
              "zpool online -e rpool $(zpool status rpool | awk '/c[0-9]+t[0-9]+d[0-9]+/{print $1; exit}')",
@@ -335,6 +382,8 @@ def render_recipe(steps: Sequence[Step], extra: dict | None = None) -> str:
             parts.append(f"recover={','.join(s.recover)} if {s.recover_if}")
         if s.optional:
             parts.append("optional")
+        if s.fallback:
+            parts.append(f"fallback={s.fallback} if {s.fallback_if}")
         lines.append(" | ".join(parts))
     return "\n".join(lines) + "\n"
 
@@ -367,6 +416,18 @@ class ProvisionError(Exception):
         super().__init__("\n".join(msg))
 
 
+class NeedFallback(ProvisionError):
+    """The first boot found no usable disk (``kind == "disk"``) or NIC (``"nic"``):
+    the target boots a fresh overlay again with the manifest's fallback model."""
+
+    def __init__(self, kind: str, step: str, waited_for: Iterable[str], why: str, tail: str = "",
+                 details: str = "") -> None:
+        self.kind = kind
+        self.detail = why
+        super().__init__(step, waited_for, f"no usable {'disk' if kind == 'disk' else 'network link'}: {why}",
+                         tail, details)
+
+
 class ConsoleLike(Protocol):
     def send(self, text: str) -> None: ...
     def sendline(self, text: str = "") -> None: ...
@@ -394,7 +455,8 @@ class ConsoleProvisioner:
                  nonce: Callable[[], str] = lambda: secrets.token_hex(4),
                  wait_exit: Callable[[float], int | None] | None = None,
                  chunk: int = 32, chunk_delay: float = 0.03,
-                 maintenance: str = "diagnose") -> None:
+                 maintenance: str = "recover", console_login: bool = True,
+                 maintenance_recoveries: int = 1) -> None:
         self.console = console
         self.steps = list(steps)
         self.by_name = {s.name: s for s in self.steps}
@@ -405,7 +467,14 @@ class ConsoleProvisioner:
         self.wait_exit = wait_exit
         self.chunk = chunk
         self.chunk_delay = chunk_delay
-        self.maintenance = maintenance   # "diagnose": log in, capture `svcs -xv`, fail; "fail": fail at once
+        # "recover": the first time, log in at sulogin, keep `svcs -xv`, clear the failed services and
+        # reboot (no console login: control-d); the next time diagnose and fail.
+        # "diagnose": log in, capture `svcs -xv`, fail; "fail": fail at once
+        self.maintenance = maintenance
+        self.console_login = console_login     # False: root cannot log in on the console (OmniOS)
+        self.maintenance_recoveries = maintenance_recoveries
+        self.recoveries: list[str] = []        # what was recovered, for the log and the facts
+        self.maintenance_diag: list[str] = []  # `svcs -xv` of earlier maintenance boots
         self.results: dict[str, str] = {}   # step name -> captured text
         self.outputs: dict[str, str] = {}   # step name -> command output
         self.done: list[str] = []           # names of steps that completed, in order
@@ -449,40 +518,99 @@ class ConsoleProvisioner:
         if h.action == "panic":
             raise ProvisionError(step.name, waited, f"the guest panicked: {clean(m.group(0)).strip()}",
                                  self._tail())
+        if h.action == "fallback":
+            raise NeedFallback(h.text, step.name, waited, clean(m.group(0)).strip(), self._tail())
         if h.action == "maintenance":
-            self._maintenance(step, waited)
+            self._maintenance(step, waited, h)
         raise ProvisionError(step.name, waited, f"unexpected prompt: {h.text or h.name}", self._tail())
 
-    def _maintenance(self, step: Step, waited: list[str]) -> None:
+    def _maintenance(self, step: Step, waited: list[str], h: Handler | None = None) -> None:
         """System maintenance mode: a service failed at boot (fail fast: svc.startd(8)).
 
-        With ``maintenance="diagnose"`` log in at the sulogin prompt (root,
-        empty password) and run ``svcs -xv`` so the error says which service.
+        With ``maintenance="diagnose"`` (and after a recovery) log in at the
+        sulogin prompt (root, empty password) and run ``svcs -xv`` so the error
+        says which service.  Never raises for a console without a root login:
+        it says why instead.
         """
         tail = self._tail()
         details = ""
-        if self.maintenance == "diagnose":
-            try:
-                details = self._maintenance_login()
-            except (ProvisionError, ConsoleError) as e:
-                details = f"(could not log in for diagnostics: {str(e).splitlines()[0]})"
+        if self.maintenance in ("diagnose", "recover"):
+            if not self.console_login:
+                details = f"(no console login tried: {ROOT_LOCKED_NOTE})"
+            else:
+                try:
+                    details = self._maintenance_login(h)
+                except (ProvisionError, ConsoleError) as e:
+                    details = f"(could not log in for diagnostics: {str(e).splitlines()[0]})"
+        again = ""
+        if self.recoveries:
+            again = (" again after " + "; ".join(self.recoveries))
+        parts = [f"--- svcs -xv (boot {i + 1}) ---\n{d}" for i, d in enumerate(self.maintenance_diag)]
+        if details:
+            parts.append("--- svcs -xv ---\n" + details)
         raise ProvisionError(step.name, waited,
-                             "the guest entered system maintenance mode (a boot service failed); "
-                             "the image is unusable as it is", tail,
-                             ("--- svcs -xv ---\n" + details) if details else "")
+                             f"the guest entered system maintenance mode (a boot service failed){again}; "
+                             "the image is unusable as it is", tail, "\n".join(parts))
 
-    def _maintenance_login(self) -> str:
+    def _sulogin(self, h: Handler | None) -> None:
+        """Log in at the sulogin prompt as root with the empty password; raises if refused."""
         probe = Step("maintenance-login", "wait")
-        # we may have matched the user-name prompt or already the password prompt
-        self._type("root\n")
-        h, _ = self._wait(probe, (Handler("password", MAINT_PASSWORD, "send"),
-                                  Handler("root-shell", ROOT_SHELL, "done")), 60)
-        if h.name == "password":
+        if h is None or h.name == "maintenance":        # the user-name prompt
+            self._type("root\n")
+        else:                                           # already the password prompt
             self._type("\n")
-            self._wait(probe, (Handler("root-shell", ROOT_SHELL, "done"),), 60)
+        refused = (Handler("refused", LOGIN_INCORRECT, "done"), Handler("user-again", MAINT_USER, "done"))
+        h2, _ = self._wait(probe, (Handler("password", MAINT_PASSWORD, "send"),
+                                   Handler("root-shell", ROOT_SHELL, "done")) + refused, 60)
+        if h2.name == "password":
+            self._type("\n")
+            h2, _ = self._wait(probe, (Handler("root-shell", ROOT_SHELL, "done"),) + refused, 60)
+        if h2.name == "refused":
+            # sulogin asks for the user name again right after `Login incorrect`: consume it
+            try:
+                self._wait(probe, (Handler("user-again", MAINT_USER, "done"),), 10)
+            except ProvisionError:
+                pass
+        if h2.name != "root-shell":
+            raise ProvisionError(probe.name, [ROOT_SHELL], "root with an empty password was refused at "
+                                 "the system maintenance prompt", self._tail())
+
+    def _maintenance_login(self, h: Handler | None = None) -> str:
+        self._sulogin(h)
         status, out = self._marker_run(Step("maintenance-svcs", "command", send="svcs -xv", timeout=120),
                                        interrupts=False, functions=False)
         return out
+
+    def _recover_maintenance(self, step: Step, h: Handler) -> None:
+        """The recipes that boot these images unattended: log in at sulogin, clear what failed,
+        reboot once (or, with no root login on the console, control-d to bypass)."""
+        n = len(self.recoveries) + 1
+        self.log(f"provision: {step.name}: system maintenance mode; recovering (attempt {n})")
+        how = ""
+        if self.console_login:
+            try:
+                self._sulogin(h)
+            except (ProvisionError, ConsoleError) as e:
+                how = f"no root shell at sulogin ({str(e).splitlines()[0]})"
+            else:
+                _, diag = self._marker_run(Step("maintenance-svcs", "command", send="svcs -xv", timeout=120),
+                                           interrupts=False, functions=False)
+                self.maintenance_diag.append(diag)
+                _, cleared = self._marker_run(Step("maintenance-clear", "command", send=CLEAR_MAINTENANCE,
+                                                   timeout=120), interrupts=False, functions=False)
+                names = re.findall(r"cleared (\S+)", cleared)
+                note = (f"system maintenance mode at {step.name}: cleared "
+                        f"{', '.join(names) if names else 'no service'} and rebooted")
+                self.recoveries.append(note)
+                self.log(f"provision: {note}")
+                self._type("reboot\n")
+                return
+        else:
+            how = f"no console login ({ROOT_LOCKED_NOTE})"
+        note = f"system maintenance mode at {step.name}: {how}; bypassed with control-d"
+        self.recoveries.append(note)
+        self.log(f"provision: {note}")
+        self._type("\x04")
 
     # -- steps -------------------------------------------------------------
     def run(self) -> dict[str, str]:
@@ -518,7 +646,14 @@ class ConsoleProvisioner:
         waited = [h.pattern for h in step.handlers if h.action in ("done", "send")]
         sent: dict[str, int] = {}
         while True:
-            h, m = self._wait(step, handlers, step.timeout)
+            try:
+                h, m = self._wait(step, handlers, step.timeout)
+            except ProvisionError as e:
+                if step.timeout_fallback and not e.closed and "within" in e.why:
+                    raise NeedFallback(step.timeout_fallback, step.name, waited,
+                                       f"nothing on the serial console within {step.timeout:.0f} s "
+                                       "(the firmware found nothing it could boot)", self._tail()) from None
+                raise
             if h.action == "done":
                 return
             if h.action == "send":
@@ -528,6 +663,10 @@ class ConsoleProvisioner:
                                          f"prompt {h.name!r} came back after the answer was sent "
                                          f"{h.limit} time(s)", self._tail())
                 self._type(h.text)
+                continue
+            if (h.action == "maintenance" and self.maintenance == "recover"
+                    and len(self.recoveries) < self.maintenance_recoveries):
+                self._recover_maintenance(step, h)
                 continue
             self._interrupt(step, h, m, waited)
 
@@ -552,6 +691,10 @@ class ConsoleProvisioner:
         status, out = self._marker_run(step)
         self.outputs[step.name] = out
         if status not in step.ok_status:
+            if step.fallback and step.fallback_if and re.search(step.fallback_if, out):
+                raise NeedFallback(step.fallback, step.name, [f"exit status in {list(step.ok_status)}"],
+                                   f"`{step.send}` exited with status {status}", self._tail(),
+                                   "--- output ---\n" + "\n".join(out.splitlines()[-30:]))
             if step.recover and not retried and step.recover_if and re.search(step.recover_if, out):
                 self.log(f"provision: {step.name}: exit {status}; recovering with {', '.join(step.recover)}")
                 for name in step.recover:
@@ -651,6 +794,8 @@ class SSHProvisioner:
             if fn is not None:
                 try:
                     fn()
+                except ProvisionError:
+                    raise
                 except Exception as e:
                     raise ProvisionError(step.name, step.waits_for(), f"{type(e).__name__}: {e}",
                                          self.console_tail()) from None

@@ -36,13 +36,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import panics
 from harness.machine import QEMU_IMG, AccelChoice, DiskBoot, Machine, MachineConfig, choose_accel, disk_boot_argv
-from harness.provision import (ConsoleProvisioner, ProvisionError, SSHProvisioner, omnios_recipe,
-                               openindiana_recipe, recipe_hash)
+from harness.provision import (ROOT_LOCKED_NOTE, ConsoleProvisioner, NeedFallback, ProvisionError,
+                               SSHProvisioner, omnios_recipe, openindiana_recipe, recipe_hash)
 from harness.ssh import SSHError, quote
 from harness.targets.base import NO_MESSAGE, Facts, GuestTarget, Log, TargetError, UnloadResult
 
@@ -56,6 +56,8 @@ HOSTNAME = "ddih"
 
 # The QEMU command line of an illumos guest is a disk boot (harness.machine.disk_boot_argv).
 illumos_qemu_argv = disk_boot_argv
+
+DEFAULT_MEMORY = "4096M"       # the recipes that boot these images use 4-6 GiB (README.md, "illumos guests")
 
 
 # --------------------------------------------------------------------------- cache layout
@@ -152,6 +154,13 @@ def make_overlay(backing: Path, backing_format: str, out: Path, size: str | None
     return out
 
 
+def wait_for_banner_or_none(m: Machine, timeout: float) -> None:
+    """Wait for sshd's banner on the guest's forwarded port (SSHError "no SSH banner ..." when none)."""
+    from harness.ssh import wait_for_banner
+
+    wait_for_banner("127.0.0.1", m.ssh_port, timeout, alive=m.is_running)
+
+
 def scan_host_key(port: int, timeout: float = 30) -> str:
     """The guest's ssh-ed25519 host key, read from the SSH handshake (trust on first use)."""
     import paramiko
@@ -181,6 +190,9 @@ class IllumosFacts(Facts):
     kmem_flags: int = 0
     device: str = ""
     provision_s: float = 0.0
+    disk_interface: str = ""                # virtio or the fallback ahci
+    nic: str = ""                           # virtio-net-pci or the fallback e1000
+    provision_recoveries: list[str] = field(default_factory=list)   # fallbacks, maintenance recoveries
 
 
 # --------------------------------------------------------------------------- target
@@ -240,8 +252,14 @@ class IllumosTarget(GuestTarget):
         acc = self.accel_choice.accel if self.accel_choice else "tcg"
         return float(t.get(acc, 1800) if isinstance(t, dict) else t)
 
+    def _models(self) -> list[tuple[str, str]]:
+        """The (disk interface, NIC) of the first boot, then the manifest's fallbacks."""
+        disk = str(self._guest("disk_interface", "virtio"))
+        nic = str(self._guest("nic", "virtio-net-pci"))
+        return [(disk, nic), (str(self._guest("disk_fallback", "ahci")), str(self._guest("nic_fallback", "e1000")))]
+
     def _config(self, name: str, disk: DiskBoot) -> MachineConfig:
-        return MachineConfig(disk=disk, memory=str(self._guest("memory", "4096M")),
+        return MachineConfig(disk=disk, memory=str(self._guest("memory", DEFAULT_MEMORY)),
                              cpus=int(self._guest("cpus", 2)), accel=self.accel, name=name,
                              client_key=self.key, host_key_pub=(self.base_meta or {}).get("host_key_pub"),
                              vmstate_disk=False)
@@ -278,31 +296,60 @@ class IllumosTarget(GuestTarget):
                 fcntl.flock(lockf, fcntl.LOCK_UN)
         self.base, self.base_meta = d, meta
         self.facts.provision_s = float(meta.get("provision_s", 0.0))
+        if not self.facts.provision_recoveries:
+            self.facts.provision_recoveries = list(meta.get("recoveries") or [])
+        self.facts.disk_interface = meta.get("disk_interface", "virtio")
+        self.facts.nic = meta.get("nic", "virtio-net-pci")
 
     def _provision(self, final: Path, rhash: str) -> dict:
         img = self.image
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         t0 = time.monotonic()
         m: Machine | None = None
+        (disk_if, nic), (disk_fb, nic_fb) = self._models()
+        tried: list[str] = []
         try:
-            disk = make_overlay(Path(img.path), getattr(img, "format", "raw"), tmp / "base.qcow2",
-                                str(self._guest("disk_grow_target", DEFAULT_GROW)))
             seed = None
             if self.distro == "omnios":
                 from harness import fetch
                 seed = fetch.make_nocloud_seed(tmp / "seed.iso", self.pubkey, HOSTNAME)
-            boot = DiskBoot(disk, seed=seed, no_reboot=False, restrict=False)
-            m = Machine(self._config(f"ddih-provision-{self.distro}", boot), log_dir=tmp / "logs",
-                        accel=self.accel)
-            m.start()
-            self.facts.qemu_argv = m.argv
-            host_key = self._run_recipe(m)
+            for attempt in range(1, 4):       # the first boot, then at most one disk and one NIC fallback
+                # every try is a first boot: a fresh overlay (path_to_inst, cloud-init instance)
+                (tmp / "base.qcow2").unlink(missing_ok=True)
+                disk = make_overlay(Path(img.path), getattr(img, "format", "raw"), tmp / "base.qcow2",
+                                    str(self._guest("disk_grow_target", DEFAULT_GROW)))
+                boot = DiskBoot(disk, seed=seed, no_reboot=False, restrict=False, interface=disk_if, nic=nic)
+                logs = tmp / ("logs" if attempt == 1 else f"logs-{attempt}")
+                m = Machine(self._config(f"ddih-provision-{self.distro}", boot), log_dir=logs, accel=self.accel)
+                self.facts.disk_interface, self.facts.nic = disk_if, nic
+                m.start()
+                self.facts.qemu_argv = m.argv
+                try:
+                    host_key = self._run_recipe(m)
+                    break
+                except NeedFallback as e:
+                    m.kill()
+                    m = None
+                    tried.append(f"{disk_if} disk + {nic} NIC: {e.why}")
+                    if e.kind == "disk" and disk_if != disk_fb:
+                        note = f"no usable disk with {disk_if} ({e.detail}); booting again with {disk_fb}"
+                        disk_if = disk_fb
+                    elif e.kind == "nic" and nic != nic_fb:
+                        note = f"no network link with {nic} ({e.detail}); booting again with {nic_fb}"
+                        nic = nic_fb
+                    else:
+                        raise ProvisionError(e.step, e.waited_for, f"{e.why}; the fallback models did not "
+                                             f"help either (tried: {' | '.join(tried)})", e.tail) from None
+                    self.log(f"{self.distro}: {note}")
+                    self.facts.provision_recoveries.append(note)
             if m.is_running() and m.wait_exit(120) is None:
                 raise TargetError("provisioning finished but QEMU did not exit after the poweroff")
             meta = {"distro": self.distro, "image_sha256": img.sha256, "image_path": str(img.path),
                     "image_format": getattr(img, "format", "raw"), "recipe_hash": rhash,
                     "kmem_flags": self.kmem_flags, "host_key_pub": host_key,
                     "seed": "seed.iso" if seed else None, "accelerator": m.accel,
+                    "disk_interface": disk_if, "nic": nic,
+                    "recoveries": list(self.facts.provision_recoveries),
                     "provision_s": round(time.monotonic() - t0, 1),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             (tmp / "base.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -312,8 +359,8 @@ class IllumosTarget(GuestTarget):
             self.log(f"{self.distro}: base provisioned in {meta['provision_s']} s: {final}")
             return meta
         except ProvisionError as e:
-            raise TargetError(f"provisioning the {self.distro} base failed (serial log kept in "
-                              f"{tmp / 'logs'}):\n{e}") from None
+            raise TargetError(f"provisioning the {self.distro} base failed (serial logs kept in "
+                              f"{tmp}/logs*):\n{e}") from None
         finally:
             if m is not None:
                 m.kill()
@@ -328,7 +375,10 @@ class IllumosTarget(GuestTarget):
                     shutil.rmtree(tmp, ignore_errors=True)
 
     def _run_recipe(self, m: Machine) -> str:
-        """Run the distribution's recipe on a started provisioning machine; the pinned host key."""
+        """Run the distribution's recipe on a started provisioning machine; the pinned host key.
+
+        Raises NeedFallback when the disk or NIC model does not work (the caller boots again).
+        """
         steps = recipe_for(self.distro, self.pubkey, self.kmem_flags, m.accel or "tcg")
         state: dict[str, str] = {}
 
@@ -341,18 +391,39 @@ class IllumosTarget(GuestTarget):
         if self.distro == "openindiana":
             prov = ConsoleProvisioner(m.console, steps, log=self.log, wait_exit=m.wait_exit,
                                       host_actions={"verify-ssh": verify_ssh})
-            prov.run()
+            try:
+                prov.run()
+            finally:
+                self.facts.provision_recoveries.extend(prov.recoveries)
             return prov.results["host-key"]
-        # OmniOS: wait for console-login (after cloud-init:final), then SSH
-        prov = ConsoleProvisioner(m.console, [s for s in steps if s.name == "wait-login"], log=self.log)
-        prov.run()
+        # OmniOS: wait for console-login (after cloud-init:final), then SSH.  cloud-init has locked
+        # root's password, so a maintenance prompt is bypassed with control-d, never logged into.
+        prov = ConsoleProvisioner(m.console, [s for s in steps if s.name in ("wait-boot", "wait-login")],
+                                  log=self.log, console_login=False)
+        try:
+            prov.run()
+        finally:
+            self.facts.provision_recoveries.extend(prov.recoveries)
+
+        def first_ssh() -> None:
+            try:
+                if "host_key" not in state:
+                    wait_for_banner_or_none(m, self._boot_timeout())
+                verify_ssh()
+            except (SSHError, TargetError, OSError) as e:
+                text = str(e)
+                if "no SSH banner" in text:
+                    # console login came (cloud-init final ran) but sshd never answered: no link
+                    raise NeedFallback("nic", "verify-ssh", ["an SSH banner on the forwarded port"],
+                                       f"{text.splitlines()[0]}", m.console.tail(20)) from None
+                raise TargetError(f"{text}; {ROOT_LOCKED_NOTE}") from None
 
         def ssh_factory():
             return self._connect(m, state["host_key"], timeout=120)
 
         sp = SSHProvisioner(ssh_factory, steps, log=self.log, wait_exit=m.wait_exit,
                             console_tail=lambda: m.console.tail(20),
-                            host_actions={"verify-ssh": verify_ssh, "reconnect": verify_ssh})
+                            host_actions={"verify-ssh": first_ssh, "reconnect": verify_ssh})
         sp.run()
         return state["host_key"]
 
@@ -389,8 +460,10 @@ class IllumosTarget(GuestTarget):
         gdir.mkdir(parents=True, exist_ok=True)
         disk = make_overlay(self.base / "base.qcow2", "qcow2", gdir / "disk.qcow2")
         seed = self.base / self.base_meta["seed"] if self.base_meta.get("seed") else None
-        m = Machine(self._config(f"ddih-{self.distro}", DiskBoot(disk, seed=seed)), log_dir=gdir,
-                    accel=self.accel)
+        boot = DiskBoot(disk, seed=seed, interface=self.base_meta.get("disk_interface", "virtio"),
+                        nic=self.base_meta.get("nic", "virtio-net-pci"))
+        m = Machine(self._config(f"ddih-{self.distro}", boot), log_dir=gdir, accel=self.accel)
+        self.facts.disk_interface, self.facts.nic = boot.interface, boot.nic
         self.machine = m
         try:
             t0 = time.monotonic()

@@ -62,3 +62,20 @@ def test_a_truncated_kernel_is_caught_before_a_boot_and_names_the_fix(copied, tm
     finally:
         vmlinux.write_bytes(data)
     assert _load(entry) is not None  # restored: sound again
+
+
+def test_doctor_reports_a_damaged_image_and_the_fix(copied, monkeypatch):
+    from harness import doctor
+
+    img, root = copied
+    monkeypatch.setenv("XDG_CACHE_HOME", str(root))
+    initramfs = root / "ddi-harness" / "linux" / img.key / "initramfs.cpio.gz"
+    data = initramfs.read_bytes()
+    initramfs.write_bytes(data[:-100])
+    try:
+        ok, detail = doctor._linux_image_cached()
+        assert not ok and "truncated" in detail and "image build linux --rebuild" in detail
+    finally:
+        initramfs.write_bytes(data)
+    ok, detail = doctor._linux_image_cached()
+    assert ok and "as built" in detail

@@ -205,3 +205,195 @@ def test_doctor_for_the_gate_target_checks_the_compiler_and_the_sources(tmp_path
     monkeypatch.delenv("DDIH_ILLUMOS_GATE")
     src = {c.name: c for c in d.doctor("illumos-gate")}["illumos-gate sources"]
     assert src.ok and "fetches commit" in src.detail
+
+
+# ---------------------------------------------------------------- image host reachability
+
+@pytest.fixture
+def local_http():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class H(BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802
+            self.send_response(200 if self.path == "/img.zst" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _closed_port_url():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}/img.zst"
+
+
+def _use_urls(monkeypatch, probes, *urls):
+    from types import SimpleNamespace
+    from harness import fetch
+
+    monkeypatch.setattr(fetch, "load_image_manifest", lambda name: SimpleNamespace(urls=tuple(urls)))
+    probes["image_host"] = D._image_host          # the real probe, against local URLs
+
+
+def test_doctor_image_host_reachable_against_a_local_server(probes, monkeypatch, local_http):
+    _use_urls(monkeypatch, probes, local_http + "/img.zst")
+    c = _by_name(D.doctor("openindiana"))["openindiana image host"]
+    assert c.ok and "127.0.0.1 reachable (HTTP 200" in c.detail
+
+
+def test_doctor_image_host_closed_port_fails_quickly_with_a_fix(probes, monkeypatch):
+    import time
+    _use_urls(monkeypatch, probes, _closed_port_url())
+    probes["illumos_image"] = lambda d: (False, f"{d} image: not downloaded yet")
+    t0 = time.monotonic()
+    c = _by_name(D.doctor("openindiana"))["openindiana image host"]
+    assert time.monotonic() - t0 < 5
+    assert not c.ok and "not reachable" in c.detail and "refused" in c.detail.lower()
+    assert "https_proxy" in c.fix
+
+
+def test_doctor_image_host_unreachable_is_fine_when_the_image_is_cached(probes, monkeypatch):
+    _use_urls(monkeypatch, probes, _closed_port_url())
+    c = _by_name(D.doctor("omnios"))["omnios image host"]
+    assert c.ok and "not needed: the image is cached" in c.detail
+
+
+def test_doctor_image_host_tries_the_mirrors(probes, monkeypatch, local_http):
+    _use_urls(monkeypatch, probes, _closed_port_url(), local_http + "/img.zst")
+    probes["illumos_image"] = lambda d: (False, "not downloaded yet")
+    assert _by_name(D.doctor("omnios"))["omnios image host"].ok
+
+
+# ---------------------------------------------------------------- disk and NIC models, fallbacks
+
+def test_device_models_default_argv_is_virtio():
+    a = _argv(seed="/b/seed.iso")
+    assert _after(a, "-drive")[0] == "file=/w/disk.qcow2,if=virtio,format=qcow2,cache=writeback"
+    assert "virtio-net-pci,netdev=n0" in _after(a, "-device")
+
+
+def test_device_models_ahci_and_e1000():
+    a = _argv(seed="/b/seed.iso", disk_interface="ahci", nic="e1000")
+    assert _after(a, "-drive") == ["file=/w/disk.qcow2,if=none,id=disk0,format=qcow2,cache=writeback",
+                                   "file=/b/seed.iso,if=virtio,format=raw,readonly=on"]   # seed stays virtio
+    assert _after(a, "-device") == ["ich9-ahci,id=ahci0", "ide-hd,bus=ahci0.0,drive=disk0,bootindex=0",
+                                    "e1000,netdev=n0"]
+    with pytest.raises(ValueError):
+        _argv(disk_interface="scsi", nic="e1000")
+    with pytest.raises(ValueError):
+        _argv(nic="rtl8139")
+
+
+def test_a_disk_boot_carries_the_fallback_models_into_the_argv(tmp_path):
+    from harness.machine import DiskBoot, Machine
+
+    t = IllumosTarget(tmp_path, distro="openindiana")
+    m = Machine(t._config("x", DiskBoot(tmp_path / "d.qcow2", nic="e1000")))
+    a = m.build_argv(AccelChoice("kvm", "test", "host"), Path("/w"), 2222)
+    assert "e1000,netdev=n0" in _after(a, "-device")
+    assert _after(a, "-drive")[0].startswith(f"file={tmp_path / 'd.qcow2'},if=virtio")
+
+
+def test_default_guest_memory_is_4_gib(tmp_path):
+    from harness.fetch import load_image_manifest
+    from harness.machine import DiskBoot
+
+    t = IllumosTarget(tmp_path, distro="openindiana")
+    assert t._config("x", DiskBoot(tmp_path / "d.qcow2")).memory == "4096M"     # no manifest loaded
+    for name in ("openindiana", "omnios"):
+        g = load_image_manifest(name).guest
+        assert g["memory"] == "4096M"
+        assert (g["disk_interface"], g["disk_fallback"]) == ("virtio", "ahci")
+        assert (g["nic"], g["nic_fallback"]) == ("virtio-net-pci", "e1000")
+
+
+class _FakeMachine:
+    made: list = []
+
+    def __init__(self, config, *, log_dir=None, accel=None):
+        self.disk_interface, self.nic = config.disk.interface, config.disk.nic
+        self.argv, self.accel, self.killed = ["qemu"], "kvm", False
+        _FakeMachine.made.append(self)
+
+    def start(self):
+        return self
+
+    def kill(self):
+        self.killed = True
+
+    def is_running(self):
+        return False
+
+
+def _provisioning_target(tmp_path, monkeypatch, outcomes):
+    """An IllumosTarget whose machine and recipe are replaced: ``outcomes`` per boot
+    (a NeedFallback kind to raise, or None for success)."""
+    import json
+    from types import SimpleNamespace
+    from harness import provision as P
+    from harness.targets import illumos as I
+
+    _FakeMachine.made = []
+    monkeypatch.setattr(I, "Machine", _FakeMachine)
+    monkeypatch.setattr(I, "make_overlay", lambda b, f, out, size=None: (out.write_bytes(b"q"), out)[1])
+    seq = list(outcomes)
+
+    def run_recipe(self, m):
+        kind = seq.pop(0)
+        if kind:
+            raise P.NeedFallback(kind, "nic-link" if kind == "nic" else "wait-boot", ["x"], f"no {kind} (test)")
+        return "ssh-ed25519 AAAAhostkey"
+    monkeypatch.setattr(I.IllumosTarget, "_run_recipe", run_recipe)
+    t = I.IllumosTarget(tmp_path / "w", distro="openindiana", log=lambda s: None)
+    t.image = SimpleNamespace(path=tmp_path / "disk.raw", sha256="0" * 64, format="raw",
+                              manifest=SimpleNamespace(guest={"disk_interface": "virtio", "disk_fallback": "ahci",
+                                                              "nic": "virtio-net-pci", "nic_fallback": "e1000"}))
+    final = tmp_path / "illumos" / "openindiana" / "base-k"
+    final.parent.mkdir(parents=True)
+    return t, final, json
+
+
+def test_no_link_boots_again_with_the_fallback_nic_and_says_so(tmp_path, monkeypatch):
+    t, final, json = _provisioning_target(tmp_path, monkeypatch, ["nic", None])
+    meta = t._provision(final, "rhash")
+    assert [(m.disk_interface, m.nic) for m in _FakeMachine.made] == [("virtio", "virtio-net-pci"),
+                                                                     ("virtio", "e1000")]
+    assert _FakeMachine.made[0].killed
+    assert meta["nic"] == "e1000" and meta["disk_interface"] == "virtio"
+    assert json.loads((final / "base.json").read_text())["nic"] == "e1000"    # later boots use it
+    assert t.facts.nic == "e1000"
+    assert t.facts.provision_recoveries == [
+        "no network link with virtio-net-pci (no nic (test)); booting again with e1000"]
+
+
+def test_no_disk_then_no_link_uses_both_fallbacks(tmp_path, monkeypatch):
+    t, final, _ = _provisioning_target(tmp_path, monkeypatch, ["disk", "nic", None])
+    meta = t._provision(final, "rhash")
+    assert [(m.disk_interface, m.nic) for m in _FakeMachine.made] == [
+        ("virtio", "virtio-net-pci"), ("ahci", "virtio-net-pci"), ("ahci", "e1000")]
+    assert (meta["disk_interface"], meta["nic"]) == ("ahci", "e1000")
+    assert len(meta["recoveries"]) == 2 and "booting again with ahci" in meta["recoveries"][0]
+
+
+def test_a_fallback_that_does_not_help_fails_naming_both_tries(tmp_path, monkeypatch):
+    from harness.targets.base import TargetError
+
+    t, final, _ = _provisioning_target(tmp_path, monkeypatch, ["disk", "disk"])
+    with pytest.raises(TargetError) as e:
+        t._provision(final, "rhash")
+    msg = str(e.value)
+    assert "the fallback models did not help either" in msg
+    assert "virtio disk + virtio-net-pci NIC" in msg and "ahci disk + virtio-net-pci NIC" in msg
+    assert len(_FakeMachine.made) == 2 and not final.exists()

@@ -680,3 +680,102 @@ def test_nocloud_seed_rejects_bad_input(tmp_path):
     with pytest.raises(FetchError, match="hostname"):
         fetch.make_nocloud_seed(tmp_path / "s.iso", KEY, "bad_host!")
     assert not (tmp_path / "s.iso").exists()
+
+
+# --------------------------------------------------------------------------
+# offline: a name that does not resolve fails at once; reachability probe
+
+
+@pytest.fixture
+def unresolvable(monkeypatch):
+    """getaddrinfo fails for *.invalid (as it does offline); counts the attempts."""
+    real = socket.getaddrinfo
+    calls: list[str] = []
+
+    def fake(host, *a, **kw):
+        if str(host).endswith(".invalid"):
+            calls.append(host)
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *a, **kw)
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    return calls
+
+
+def test_unresolvable_host_fails_at_once_naming_the_host_and_the_fix(tmp_path, unresolvable, monkeypatch):
+    import time as _time
+    monkeypatch.setattr(fetch, "RETRY_DELAYS", (30.0, 30.0))          # a retry would take a minute
+    mf = tmp_path / "off.yaml"
+    mf.write_text("name: off\nimage: {url: 'https://dl.example.invalid/x/test.img.zst'}\n")
+    t0 = _time.monotonic()
+    with pytest.raises(FetchError) as ei:
+        fetch_image(mf, cache_dir=tmp_path / "c")
+    assert _time.monotonic() - t0 < 5
+    msg = str(ei.value)
+    assert "cannot resolve dl.example.invalid" in msg and "nothing was retried" in msg
+    assert "resolv.conf" in msg and "https_proxy" in msg
+    assert unresolvable == ["dl.example.invalid"]                      # one attempt, no retries
+
+
+def test_unresolvable_mirrors_are_all_named(tmp_path, unresolvable):
+    mf = tmp_path / "off.yaml"
+    mf.write_text("name: off\nimage:\n  url: 'https://a.example.invalid/t.img.zst'\n"
+                  "  mirrors: ['https://b.example.invalid/t.img.zst']\n")
+    with pytest.raises(FetchError) as ei:
+        fetch_image(mf, cache_dir=tmp_path / "c")
+    assert "cannot resolve a.example.invalid, b.example.invalid" in str(ei.value)
+
+
+def test_an_unresolvable_first_url_falls_over_to_a_mirror_that_answers(tmp_path, server, image_data,
+                                                                      unresolvable):
+    mf = write_manifest(tmp_path, server, path="/gone/test-cloudimage.img.zst",
+                        mirrors=[server.base + IMG_PATH])
+    text = mf.read_text().replace(server.base + "/gone/", "https://dl.example.invalid/gone/")
+    mf.write_text(text)
+    img = fetch_image(mf, cache_dir=tmp_path / "c")
+    assert img.sha256 == image_data["sha"]
+    assert unresolvable == ["dl.example.invalid"]
+
+
+def test_probe_url_against_a_local_server(server):
+    ok, detail = fetch.probe_url(server.base + IMG_PATH, timeout=2)
+    assert ok and "127.0.0.1 reachable (HTTP" in detail
+
+
+def test_probe_url_says_when_the_file_is_gone(server):
+    ok, detail = fetch.probe_url(server.base + "/nothing/here.img.zst", timeout=2)
+    assert not ok and "HTTP 404" in detail and "not there" in detail
+
+
+def test_probe_url_on_a_closed_port_fails_quickly():
+    import time as _time
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    t0 = _time.monotonic()
+    ok, detail = fetch.probe_url(f"http://127.0.0.1:{port}/x.img", timeout=2)
+    assert not ok and f"127.0.0.1:{port} not reachable" in detail and "refused" in detail.lower()
+    assert _time.monotonic() - t0 < 3
+
+
+def test_probe_url_on_a_host_that_does_not_resolve(unresolvable):
+    ok, detail = fetch.probe_url("https://dl.example.invalid/x.img", timeout=2)
+    assert not ok and "cannot resolve dl.example.invalid" in detail
+
+
+def test_probe_url_is_bounded_when_the_server_never_answers():
+    import time as _time
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)                                   # accepts the connection, never answers
+    try:
+        t0 = _time.monotonic()
+        ok, detail = fetch.probe_url(f"http://127.0.0.1:{srv.getsockname()[1]}/x.img", timeout=1)
+        assert not ok and "not reachable" in detail
+        assert _time.monotonic() - t0 < 3
+    finally:
+        srv.close()

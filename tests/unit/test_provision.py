@@ -271,15 +271,15 @@ def test_password_prompt_gets_an_empty_line():
                ("root\nPassword:", r"\n"),
                ("OmniOS 5.11     omnios-master-c6cc2b6b38       October 2018\nbloody#", None))
     c = FakeConsole(segs[:-1])
-    p = provisioner(c, P.login_steps()[:3])
+    p = provisioner(c, P.login_steps()[:4])
     p.run()
     assert c.sent == "\n\nroot\n\n"
-    assert p.done == ["wait-login", "settle-getty", "login"]
+    assert p.done == ["wait-boot", "wait-login", "settle-getty", "login"]
 
 
 def test_settle_waits_for_getty_before_typing_root():
     c = FakeConsole(sdboot_segments())
-    p = provisioner(c, P.login_steps(settle=20)[:2])
+    p = provisioner(c, P.login_steps(settle=20)[:3])
     p.run()
     assert c.clock >= 20
     assert "root" not in c.sent
@@ -332,7 +332,7 @@ def test_maintenance_mode_at_boot_fails_naming_the_step_with_svcs_output(name, c
             " State: maintenance since Oct 25 07:18:20 2020\r\n")
     shell = ScriptedShell([(r"^svcs -xv$", svcs, 0)])
     c = FakeConsole(segs, shell)
-    p = provisioner(c, P.openindiana_recipe(PUBKEY))
+    p = provisioner(c, P.openindiana_recipe(PUBKEY), maintenance="diagnose")
     with pytest.raises(P.ProvisionError) as e:
         p.run()
     err = e.value
@@ -359,10 +359,10 @@ def test_slow_boot_long_silence_within_the_timeout():
     banner = transcript("omnios-r151030-hyperv-gen1-configuring-devices-hang-01.txt")
     segs = [Seg(banner), Seg("Hostname: unknown\n\nunknown console login: ", delay=900.0)]
     c = FakeConsole(segs)
-    p = provisioner(c, P.login_steps(boot_timeout=1800)[:1])
+    p = provisioner(c, P.login_steps(boot_timeout=1800)[:2])
     p.run()
     assert 900 <= c.clock < 1800
-    assert p.done == ["wait-login"]
+    assert p.done == ["wait-boot", "wait-login"]
 
 
 def test_boot_that_never_reaches_login_times_out_naming_the_step():
@@ -493,7 +493,7 @@ def test_omnios_recipe_uses_omnios_packages_and_no_console_login():
     sends = [s.send for s in steps]
     assert "pkg install --accept developer/gcc14 developer/build/gnu-make system/header" in sends
     assert not any("set-publisher" in s for s in sends)
-    assert [s.name for s in steps if s.console_only] == ["wait-login", "reboot"]
+    assert [s.name for s in steps if s.console_only] == ["wait-boot", "wait-login", "reboot"]
 
 
 class _R:
@@ -520,3 +520,222 @@ def test_ssh_provisioner_runs_the_command_rows():
     assert ran[-1].startswith("init 5")
     assert "bootadm update-archive" in ran
     assert exits
+
+
+# ---------------------------------------------------------------- recovery: system maintenance mode
+
+MAINT_CUTS = {
+    "openindiana-hipster-2025.12-sparc-qemu-niagara-verbose-boot-maintenance-01.txt":
+        [("Enter user name for system maintenance (control-d to bypass):", r"root\n"),
+         ("Enter root password (control-d to bypass):", r"\n"),
+         ("root@openindiana:~#", None)],
+    "illumos-aarch64-odroidc2-netboot-maintenance-01.txt":
+        [("Enter user name for system maintenance (control-d to bypass):", r"root\n"),
+         ("Enter root password (control-d to bypass): ", r"\n"),
+         ("root@meson:~# ", None)],
+    "illumos-riscv64-hifive-netboot-maintenance-01.txt":
+        [("Enter user name for system maintenance (control-d to bypass):", r"root\n"),
+         ("Enter root password (control-d to bypass): ", r"\n"),
+         ("root@sifive:~# ", None)],
+}
+FAILED_SVC = "svc:/system/filesystem/usr:default"
+SVCS = f"{FAILED_SVC} (read/write usr)\r\n State: maintenance since Oct 25 07:18:20 2020\r\n"
+CLEARED = f"cleared {FAILED_SVC}\r\n"
+
+
+def maintenance_tail(name: str) -> str:
+    """The transcript's own maintenance announcement and sulogin user prompt (replayed on a second boot)."""
+    text = transcript(name)
+    start = text.index("Requesting System Maintenance Mode")
+    end = text.index("(control-d to bypass):", start) + len("(control-d to bypass):")
+    return text[start:end] + " "
+
+
+class SuloginShell(ScriptedShell):
+    """ScriptedShell whose `reboot` comes back to maintenance mode again (``maint_boots`` times)."""
+
+    def __init__(self, answers, again: str, maint_boots: int = 1) -> None:
+        super().__init__(answers)
+        self.again = again
+        self.maint_boots = maint_boots
+
+    def line(self, line: str) -> str:
+        if self.state == "sulogin-user":
+            self.lines.append(line)
+            self.state = "sulogin-pw"
+            return line + "\r\nEnter root password (control-d to bypass): "
+        if self.state == "sulogin-pw":
+            self.lines.append(line)
+            self.state = "shell"
+            return ("\r\nsingle-user privilege assigned to root on /dev/console.\r\n"
+                    "Entering System Maintenance Mode\r\n\r\n" + self.prompt)
+        if line == "reboot" and self.maint_boots > 0:
+            self.maint_boots -= 1
+            self.lines.append(line)
+            self.state = "sulogin-user"
+            return ("reboot\r\nsyncing file systems... done\r\nrebooting...\r\n"
+                    "SunOS Release 5.11 Version illumos 64-bit\r\n" + self.again)
+        return super().line(line)
+
+
+@pytest.mark.parametrize("name", sorted(MAINT_CUTS))
+def test_maintenance_at_first_boot_is_cleared_and_rebooted_once_then_provisioning_goes_on(name):
+    """Golden transcripts: log in at sulogin (root, empty password), keep `svcs -xv`, clear the
+    failed service, reboot once; the next boot reaches `console login:` and the recipe completes."""
+    segs = cut(transcript(name), *MAINT_CUTS[name])[:-1]
+    shell = ScriptedShell([(r"^svcs -xv$", SVCS, 0), (r"^svcs -H -o state,fmri", CLEARED, 0)] + ANSWERS)
+    c = FakeConsole(segs, shell)
+    steps = P.openindiana_recipe(PUBKEY)
+    p = provisioner(c, steps, host_actions={"verify-ssh": lambda: None})
+    p.run()
+    assert c.sent.startswith("root\n\n")                               # sulogin: root, empty password
+    assert shell.commands[:2] == ["svcs -xv", P.CLEAR_MAINTENANCE]
+    i = shell.lines.index("reboot")
+    assert P.CLEAR_MAINTENANCE in shell.lines[i - 1]                    # cleared, then rebooted
+    assert shell.lines.count("reboot") == 1                             # once
+    assert p.recoveries == [f"system maintenance mode at wait-login: cleared {FAILED_SVC} and rebooted"]
+    assert FAILED_SVC in p.maintenance_diag[0]
+    assert p.done == [s.name for s in steps if not s.optional]          # the whole recipe ran after it
+    assert shell.lines[-1] == "init 5"
+    assert any("system maintenance mode; recovering" in l for l in p.logs)
+
+
+@pytest.mark.parametrize("name", sorted(MAINT_CUTS))
+def test_maintenance_again_after_the_reboot_fails_with_both_diagnoses(name):
+    segs = cut(transcript(name), *MAINT_CUTS[name])[:-1]
+    shell = SuloginShell([(r"^svcs -xv$", SVCS, 0), (r"^svcs -H -o state,fmri", CLEARED, 0)] + ANSWERS,
+                         maintenance_tail(name))
+    c = FakeConsole(segs, shell)
+    p = provisioner(c, P.openindiana_recipe(PUBKEY), host_actions={"verify-ssh": lambda: None})
+    with pytest.raises(P.ProvisionError) as e:
+        p.run()
+    err = e.value
+    msg = str(err)
+    assert err.step == "wait-login"
+    assert f"maintenance mode (a boot service failed) again after system maintenance mode at wait-login: " \
+           f"cleared {FAILED_SVC} and rebooted" in msg
+    assert "--- svcs -xv (boot 1) ---" in msg and msg.count(FAILED_SVC) >= 3
+    assert shell.lines.count("reboot") == 1                              # rebooted once, not twice
+    assert shell.commands == ["svcs -xv", P.CLEAR_MAINTENANCE, "svcs -xv"]
+    assert "Requesting System Maintenance Mode" in err.tail
+
+
+def test_maintenance_with_root_refused_at_sulogin_is_bypassed_with_control_d():
+    """Real boot up to the sulogin prompt; the refusal and the later login prompt are scripted."""
+    name = "illumos-aarch64-odroidc2-netboot-maintenance-01.txt"
+    head = cut(transcript(name), ("Enter user name for system maintenance (control-d to bypass): ", None))[0]
+    segs = [head,
+            Seg("root\nEnter root password (control-d to bypass): ", r"root\n"),
+            Seg("\nLogin incorrect\nEnter user name for system maintenance (control-d to bypass): ", r"\n"),
+            Seg("\nmeson console login: ", r"\x04")]
+    c = FakeConsole(segs)
+    p = provisioner(c, P.login_steps()[:2])
+    p.run()
+    assert c.sent == "root\n\n\x04"
+    assert p.done == ["wait-boot", "wait-login"]
+    assert len(p.recoveries) == 1 and "bypassed with control-d" in p.recoveries[0]
+    assert "refused" in p.recoveries[0]
+
+
+def test_omnios_maintenance_never_tries_a_root_console_login_and_bypasses_with_control_d():
+    """OmniOS: cloud-init ran `passwd -N root`; the console fallback is control-d, then SSH with the key."""
+    name = "illumos-aarch64-odroidc2-netboot-maintenance-01.txt"
+    head = cut(transcript(name), ("Enter user name for system maintenance (control-d to bypass): ", None))[0]
+    c = FakeConsole([head, Seg("\nHostname: omnios\n\nomnios console login: ", r"\x04")])
+    steps = [s for s in P.omnios_recipe() if s.console_only and not s.optional]
+    p = provisioner(c, steps, console_login=False)
+    p.run()
+    assert c.sent == "\x04"                                              # no "root", no password
+    assert p.done == ["wait-boot", "wait-login"]
+    assert "bypassed with control-d" in p.recoveries[0] and "passwd -N" in p.recoveries[0]
+
+
+def test_omnios_maintenance_twice_fails_saying_why_there_is_no_console_login():
+    name = "illumos-aarch64-odroidc2-netboot-maintenance-01.txt"
+    head = cut(transcript(name), ("Enter user name for system maintenance (control-d to bypass): ", None))[0]
+    c = FakeConsole([head, Seg("\n" + maintenance_tail(name), r"\x04")])
+    steps = [s for s in P.omnios_recipe() if s.console_only and not s.optional]
+    p = provisioner(c, steps, console_login=False)
+    with pytest.raises(P.ProvisionError) as e:
+        p.run()
+    assert e.value.step == "wait-login"
+    assert "passwd -N" in str(e.value) and "no console login tried" in str(e.value)
+    assert "again after" in str(e.value)
+    assert c.sent == "\x04"
+
+
+# ---------------------------------------------------------------- recovery: disk and NIC fallbacks
+
+def test_silent_console_is_a_disk_the_firmware_cannot_boot():
+    """SeaBIOS prints on VGA, not on ttya: nothing at all on the serial line means no bootable disk."""
+    c = FakeConsole([])
+    p = provisioner(c, P.login_steps(boot_timeout=600))
+    with pytest.raises(P.NeedFallback) as e:
+        p.run()
+    assert e.value.kind == "disk" and e.value.step == "wait-boot"
+    assert c.clock == 200                                               # first_output: a third of 600
+    assert "nothing on the serial console within 200 s" in str(e.value)
+
+
+def test_kernel_that_cannot_mount_root_asks_for_the_disk_fallback():
+    """Real boot up to the kernel banner, then (scripted) illumos vfs_mountroot()'s root mount failure."""
+    name = "illumos-riscv64-hifive-netboot-maintenance-01.txt"
+    text = transcript(name)
+    head = text[:text.index("WARNING: Cannot mount /system/boot")]
+    tail = ("NOTICE: spa_import_rootpool: error 5\n"
+            "Cannot mount root on /pci@0,0/pci1af4,2@4/blkdev@0,0:b fstype zfs\n\n"
+            "panic[cpu0]/thread=fffffffffbc3e000: vfs_mountroot: cannot mount root\n")
+    c = FakeConsole([Seg(head), Seg(tail, delay=30)])
+    p = provisioner(c, P.openindiana_recipe(PUBKEY))
+    with pytest.raises(P.NeedFallback) as e:
+        p.run()
+    assert e.value.kind == "disk" and e.value.step == "wait-login"
+    assert "Cannot mount root on /pci@0,0/pci1af4,2@4/blkdev@0,0:b" in str(e.value)
+    assert p.done == ["wait-boot"]
+
+
+NIC_IF = r"^L=\$\(dladm show-phys -p -o link \| head -1\); test -n"
+NIC_LINK = r"^L=\$\(dladm show-phys -p -o link \| head -1\); for i in"
+
+
+def test_no_nic_after_login_asks_for_the_nic_fallback():
+    shell = ScriptedShell([(NIC_IF, "DDIH-NO-NIC\r\n", 3)] + ANSWERS)
+    c = FakeConsole(sdboot_segments(), shell)
+    p = provisioner(c, P.openindiana_recipe(PUBKEY))
+    with pytest.raises(P.NeedFallback) as e:
+        p.run()
+    assert e.value.kind == "nic" and e.value.step == "nic-create-if"
+    assert "no usable network link" in str(e.value)
+    assert not any(x.startswith("ipadm create-addr") for x in shell.commands)   # stopped there
+
+
+def test_link_that_never_comes_up_asks_for_the_nic_fallback():
+    out = "LINK         MEDIA                STATE      SPEED  DUPLEX    DEVICE\r\n" \
+          "vioif0       Ethernet             down       0      unknown   vioif0\r\nDDIH-NO-LINK\r\n"
+    shell = ScriptedShell([(NIC_LINK, out, 1)] + ANSWERS)
+    c = FakeConsole(sdboot_segments(), shell)
+    p = provisioner(c, P.openindiana_recipe(PUBKEY))
+    with pytest.raises(P.NeedFallback) as e:
+        p.run()
+    assert e.value.kind == "nic" and e.value.step == "nic-link"
+    assert "vioif0       Ethernet             down" in str(e.value)
+
+
+def test_a_nic_step_failing_for_another_reason_is_not_a_fallback():
+    shell = ScriptedShell([(NIC_IF, "ipadm: cannot create interface vioif0: Operation not supported\r\n", 1)]
+                          + ANSWERS)
+    c = FakeConsole(sdboot_segments(), shell)
+    p = provisioner(c, P.openindiana_recipe(PUBKEY))
+    with pytest.raises(P.ProvisionError) as e:
+        p.run()
+    assert not isinstance(e.value, P.NeedFallback)
+    assert e.value.step == "nic-create-if" and "exited with status 1" in str(e.value)
+
+
+def test_ssh_provisioner_lets_a_fallback_from_a_host_action_through():
+    def no_banner():
+        raise P.NeedFallback("nic", "verify-ssh", ["banner"], "no SSH banner")
+    p = P.SSHProvisioner(lambda: None, P.omnios_recipe(), host_actions={"verify-ssh": no_banner})
+    with pytest.raises(P.NeedFallback) as e:
+        p.run()
+    assert e.value.kind == "nic"
