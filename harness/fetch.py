@@ -71,8 +71,9 @@ from typing import Any, Callable, Iterator
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-IMAGES_DIR = REPO_ROOT / "images"
+from harness.resources import IMAGES
+
+IMAGES_DIR = IMAGES
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; stages: wait, checksum, download, verify,

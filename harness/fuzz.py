@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Callable
 
 from harness import panics
+from harness.resources import GUEST, KMOD
 
-REPO = Path(__file__).resolve().parents[1]
 GUEST_DIR = "/tmp/ddih"
 Log = Callable[[str], None]
 Progress = Callable[[str, int, int], None]
@@ -88,8 +88,8 @@ def build_ddifuzz(build_dir: Path) -> Path:
     from harness.targets.linux import _make
 
     out = build_dir / "ddifuzz"
-    _make(["gcc", "-O2", "-static", "-Wall", "-Werror", f"-I{REPO / 'kmod'}", "-o", str(out),
-           str(REPO / "guest" / "ddifuzz.c"), "-lpthread"], "building guest/ddifuzz")
+    _make(["gcc", "-O2", "-static", "-Wall", "-Werror", f"-I{KMOD}", "-o", str(out),
+           str(GUEST / "ddifuzz.c"), "-lpthread"], "building guest/ddifuzz")
     return out
 
 
@@ -322,7 +322,7 @@ def _upload(target, fuzzer: Path | None) -> None:
         target.ssh.put(fuzzer, f"{GUEST_DIR}/ddifuzz", 0o700)
         return
     # IllumosTarget.boot() uploaded kmod/illumos (its Makefile) and kmod/ddih_ioctl.h to GUEST_DIR
-    target.ssh.put(REPO / "guest" / "ddifuzz.c", f"{GUEST_DIR}/guest/ddifuzz.c", 0o644)
+    target.ssh.put(GUEST / "ddifuzz.c", f"{GUEST_DIR}/guest/ddifuzz.c", 0o644)
     for argv in illumos_fuzz_commands():
         r = target.guest_command(*argv, timeout=300)
         if r.status != 0:

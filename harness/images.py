@@ -49,11 +49,12 @@ from typing import Callable
 
 import yaml
 
+from harness.resources import IMAGES
+
 RECIPE_VERSION = 2
 """Bump whenever the build recipe below changes what ends up in an image."""
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MANIFEST = REPO_ROOT / "images" / "linux.yaml"
+DEFAULT_MANIFEST = IMAGES / "linux.yaml"
 APT_LISTS = Path("/var/lib/apt/lists")
 
 Progress = Callable[[str, int, int], None]

@@ -48,22 +48,30 @@ from harness.conformance.runner import StepRecord, TraceRecord, run_one
 from harness.conformance.traces import TraceError, TraceLoader, load_trace_file, parse_trace
 from harness.ops import FLAG_TABLES, PAGESIZE
 from harness.options import RunOptions
+from harness.resources import EXAMPLES, KMOD, LIBDDIH
 from harness.targets import TARGET_NAMES, TargetError, make_target, target_info
 from harness.targets.base import GuestTarget
 from harness.trace import Result, Trace
 
 __all__ = ["DdiError", "DdiGuest", "DdiDriver", "Outcome", "ExportedPages", "ProgramResult",
-           "ddih_pattern", "build_guest_program"]
+           "ddih_pattern", "build_guest_program", "example_program"]
 
-REPO = Path(__file__).resolve().parents[1]
-LIBDDIH = REPO / "guest" / "libddih"
-KMOD = REPO / "kmod"
 GUEST_BIN = "/tmp/ddih/bin"
 _STASH_GUEST = pytest.StashKey["DdiGuest"]()
 
 
 class DdiError(Exception):
     """A guest-side operation of the fixtures failed; the message says what and why."""
+
+
+def example_program(name: str = "pagetest.c") -> Path:
+    """A guest program shipped with ddi-harness (examples/guest/), wherever it is installed:
+    ``exported_pages(...).run(example_program("pagetest.c"))``."""
+    path = EXAMPLES / "guest" / name
+    if not path.is_file():
+        have = ", ".join(sorted(p.name for p in (EXAMPLES / "guest").glob("*.c")))
+        raise DdiError(f"no example guest program {name!r} (there are: {have})")
+    return path
 
 
 def ddih_pattern(seed: int, length: int) -> bytes:

@@ -39,9 +39,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.resources import KMOD
 from harness.targets.base import DdictlTarget, Facts, Log, TargetError, UnloadResult
 
-KMOD_GATE = Path(__file__).resolve().parents[2] / "kmod" / "gate"
+KMOD_GATE = KMOD / "gate"
 SOURCES = ("usr/src/uts/common/os/vmem.c", "usr/src/uts/common/os/rmap.c")
 ENV = "DDIH_ILLUMOS_GATE"
 

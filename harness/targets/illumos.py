@@ -43,10 +43,10 @@ from harness import panics
 from harness.machine import QEMU_IMG, AccelChoice, DiskBoot, Machine, MachineConfig, choose_accel, disk_boot_argv
 from harness.provision import (ROOT_LOCKED_NOTE, ConsoleProvisioner, NeedFallback, ProvisionError,
                                SSHProvisioner, omnios_recipe, openindiana_recipe, recipe_hash)
+from harness.resources import GUEST, KMOD, LIBDDIH
 from harness.ssh import SSHError, quote
 from harness.targets.base import NO_MESSAGE, Facts, GuestTarget, Log, TargetError, UnloadResult
 
-REPO = Path(__file__).resolve().parents[2]
 GUEST_DIR = "/tmp/ddih"
 DRIVER = "ddih"
 DISTROS = ("openindiana", "omnios")
@@ -499,16 +499,16 @@ class IllumosTarget(GuestTarget):
                           f"{last}\n--- last console lines ---\n{tail}")
 
     def _sources(self) -> list[tuple[Path, str]]:
-        src = REPO / "kmod" / "illumos"
+        src = KMOD / "illumos"
         files = [p for p in sorted(src.iterdir()) if p.is_file() and
                  (p.name == "Makefile" or p.suffix in (".c", ".h", ".conf"))] if src.is_dir() else []
         if not any(p.name == "Makefile" for p in files):
             raise TargetError(f"{src}/Makefile is missing: the illumos driver sources are not in this tree")
         out = [(p, f"{GUEST_DIR}/kmod/illumos/{p.name}") for p in files]
-        out.append((REPO / "kmod" / "ddih_ioctl.h", f"{GUEST_DIR}/kmod/ddih_ioctl.h"))
-        out.append((REPO / "guest" / "ddictl.c", f"{GUEST_DIR}/guest/ddictl.c"))
+        out.append((KMOD / "ddih_ioctl.h", f"{GUEST_DIR}/kmod/ddih_ioctl.h"))
+        out.append((GUEST / "ddictl.c", f"{GUEST_DIR}/guest/ddictl.c"))
         for name in ("ddih.c", "ddih.h"):
-            out.append((REPO / "guest" / "libddih" / name, f"{GUEST_DIR}/guest/libddih/{name}"))
+            out.append((LIBDDIH / name, f"{GUEST_DIR}/guest/libddih/{name}"))
         return out
 
     def _guest_run(self, cmd: str, what: str, timeout: float = 300) -> str:

@@ -19,10 +19,10 @@ from pathlib import Path
 from harness import panics
 from harness.images import LinuxImage, build_linux_image, image_problems
 from harness.machine import Machine, MachineConfig
+from harness.resources import GUEST, KMOD, LIBDDIH
 from harness.ssh import quote
 from harness.targets.base import NO_MESSAGE, Facts, GuestTarget, Log, TargetError, UnloadResult
 
-REPO = Path(__file__).resolve().parents[2]
 GUEST_DIR = "/tmp/ddih"
 
 
@@ -40,8 +40,8 @@ def build_module(image: LinuxImage, build_dir: Path) -> Path:
         shutil.rmtree(src)
     src.mkdir(parents=True)
     for f in ("ddih.c", "Makefile"):
-        shutil.copy2(REPO / "kmod" / "linux" / f, src / f)
-    shutil.copy2(REPO / "kmod" / "ddih_ioctl.h", build_dir / "ddih_ioctl.h")
+        shutil.copy2(KMOD / "linux" / f, src / f)
+    shutil.copy2(KMOD / "ddih_ioctl.h", build_dir / "ddih_ioctl.h")
     _make(["make", "-s", "-C", str(image.headers_dir), f"M={src}", "modules"], "building the ddih module")
     ko = src / "ddih.ko"
     _make(["strip", "--strip-debug", str(ko)], "stripping ddih.ko")
@@ -51,9 +51,8 @@ def build_module(image: LinuxImage, build_dir: Path) -> Path:
 def build_ddictl(build_dir: Path) -> Path:
     """Build the static op runner guest/ddictl on the host, with guest/libddih."""
     out = build_dir / "ddictl"
-    lib = REPO / "guest" / "libddih"
-    _make(["gcc", "-O2", "-static", "-Wall", "-Werror", f"-I{REPO / 'kmod'}", f"-I{lib}", "-o", str(out),
-           str(REPO / "guest" / "ddictl.c"), str(lib / "ddih.c"), "-lpthread"], "building guest/ddictl")
+    _make(["gcc", "-O2", "-static", "-Wall", "-Werror", f"-I{KMOD}", f"-I{LIBDDIH}", "-o", str(out),
+           str(GUEST / "ddictl.c"), str(LIBDDIH / "ddih.c"), "-lpthread"], "building guest/ddictl")
     return out
 
 
