@@ -20,7 +20,9 @@
  *
  * Control lines (no result line is printed for them):
  *   budget_ms=N   per-op time budget (default 10000)
- *   reset         interrupt background waiters, close and reopen the device
+ *   reset         interrupt background waiters, unmap the mappings kept by
+ *                 umem_export mapping=shared-kept, close and reopen the
+ *                 device
  * Blank lines and lines starting with '#' are ignored.
  *
  * Every op runs in a worker thread; if it has not returned within the
@@ -36,6 +38,11 @@
  * (kmod/illumos/Makefile, `make ddictl'):
  *   gcc -O2 -m64 -Wall -Werror -I../kmod -Ilibddih -o ddictl ddictl.c \
  *       libddih/ddih.c -lpthread
+ * umem_export maps, checks and unmaps within its step; with
+ * mapping=shared-kept (MAP_SHARED) the mapping stays until `reset' or exit
+ * (at most MAXKEPT of them; past that a kept export is unmapped at once),
+ * so later steps run while the buffer is mapped.
+ *
  * Requests, the umem export (export, mmap, kernel-side pattern fill and
  * check, munmap) and opening the device go through libddih (libddih/ddih.h).
  * ddictl has no copy of its own of those calls: every build compiles
@@ -960,8 +967,31 @@ struct export_job {
 	struct result	res;
 	uint32_t	prot;		/* PROT_* of ops.py */
 	int		shared;
+	int		keep;		/* mapping=shared-kept */
 	uint64_t	len;
 };
+
+/*
+ * Mappings an export with mapping=shared-kept left in place: the buffer
+ * stays mapped for the steps that follow (umem_free is then refused with
+ * EBUSY unless the driver is destructive).  They go at `reset' and exit.
+ */
+#define	MAXKEPT		256
+static struct kept {
+	void		*addr;
+	uint64_t	len;
+} kept[MAXKEPT];
+static int nkept;
+
+static void
+kept_unmap_all(void)
+{
+	while (nkept > 0) {
+		nkept--;
+		(void) ddih_umem_unmap(kept[nkept].addr,
+		    (size_t)kept[nkept].len);
+	}
+}
 
 /*
  * The kernel side of the coherence check (libddih): UMEM_CHECK gives 1 if
@@ -1031,7 +1061,13 @@ job_export(void *arg)
 		}
 		res->coherent = ok;	/* MAP_PRIVATE: copy-on-write gives 0 */
 	}
-	(void) ddih_umem_unmap(addr, (size_t)maplen);
+	if (j->keep && nkept < MAXKEPT) {
+		kept[nkept].addr = addr;
+		kept[nkept].len = maplen;
+		nkept++;
+	} else {
+		(void) ddih_umem_unmap(addr, (size_t)maplen);
+	}
 	res->req.kind = DDIH_KIND_OK;
 	res->req.valid = 0;
 }
@@ -1067,10 +1103,14 @@ op_umem_export(struct line *ln)
 	mapping = getarg(ln, "mapping");
 	if (mapping == NULL || strcmp(mapping, "shared") == 0) {
 		j.shared = 1;
+	} else if (strcmp(mapping, "shared-kept") == 0) {
+		j.shared = 1;
+		j.keep = 1;
 	} else if (strcmp(mapping, "private") == 0) {
 		j.shared = 0;
 	} else {
-		protoerr("umem_export: mapping= must be shared or private");
+		protoerr("umem_export: mapping= must be shared, shared-kept "
+		    "or private");
 		return;
 	}
 	if (setup_twice > 1) {
@@ -1105,6 +1145,7 @@ static void
 do_reset(void)
 {
 	waiters_cancel();
+	kept_unmap_all();
 	(void) close(devfd);
 	nnames = 0;
 	open_dev();

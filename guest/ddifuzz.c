@@ -1355,21 +1355,24 @@ op_umem_free(struct th *t, uint32_t h)
 	struct ddih_req r;
 	int e;
 
+	bool mapped = false;
+
+	for (int i = 0; h != 0 && i < t->nmaps; i++)
+		if (t->maps[i].h == h)
+			mapped = true;
 	req_init(&r, DDIH_OP_UMEM_FREE);
 	r.handle = h;
 	if ((e = xioctl(t->fd, DDIH_IOC_UMEM, &r)) == STOP)
 		return;
-	account(t, C_VALID, e, 0, h ? "umem_free" : "umem_free(NULL)", &r);
+	if (mapped)	/* the driver counts the mappings: EBUSY */
+		account(t, C_MAL, e, EBUSY, "umem_free of a mapped buffer", &r);
+	else
+		account(t, C_VALID, e, 0, h ? "umem_free" : "umem_free(NULL)",
+		    &r);
 	if (e == 0 && h != 0) {
 		t->umem_bytes -= t->tab[h].usize;
 		t->tab[h].type = T_GONE;
 		live_del(t, h);
-		/* a mapping outlives the buffer: it must still be readable */
-		for (int i = 0; i < t->nmaps; i++)
-			if (t->maps[i].h == h && !touch(t->maps[i].addr,
-			    t->maps[i].len, (t->maps[i].prot & PROT_WRITE) != 0, NULL))
-				anomaly(t, "fault touching a mapping of umem %u "
-				    "after umem_free", h);
 	}
 }
 
@@ -1480,8 +1483,7 @@ op_umem_export(struct th *t)
 	r.arg[0] = PG * (1 + rn(t, (size - (uint64_t)r.soff) / PG));
 	r.arg[1] = DDIH_PROT_READ | DDIH_PROT_WRITE |
 	    (pct(t, 30) ? DDIH_PROT_USER : 0) | (pct(t, 30) ? DDIH_PROT_EXEC : 0);
-	r.flags = pct(t, 30) ? DDIH_DEVMAP_USE_PAGESIZE : pct(t, 20) ?
-	    DDIH_DEVMAP_MAPPING_INVALID | DDIH_DEVMAP_ALLOW_REMAP : 0;
+	r.flags = pct(t, 30) ? DDIH_DEVMAP_USE_PAGESIZE : 0;
 	if (pct(t, 20)) {
 		r.xflags = DDIH_XF_MAPLEN;
 		r.arg[2] = r.arg[0];
@@ -1494,7 +1496,7 @@ op_umem_export(struct th *t)
 		prot = PROT_READ;
 	}
 	/* hostile variants */
-	switch (pct(t, 55) ? rn(t, 16) : 99) {
+	switch (pct(t, 55) ? rn(t, 17) : 99) {
 	case 0: r.handle = 0; what = "mmap of a NULL-cookie export"; break;
 	case 1: r.soff = -(int64_t)(PG * (1 + rn(t, 1ULL << 40)));
 		what = "export with negative offset"; break;
@@ -1519,6 +1521,9 @@ op_umem_export(struct th *t)
 	case 10: len = size - (uint64_t)r.soff + PG * (1 + rn(t, 4));
 		what = "mmap longer than the buffer"; break;
 	case 11: pgoff = 1 + rn(t, 1000); what = "mmap at a nonzero offset"; break;
+	case 16: r.flags = DDIH_DEVMAP_MAPPING_INVALID |
+		    DDIH_DEVMAP_ALLOW_REMAP; bad_export = true;
+		what = "export MAPPING_INVALID|ALLOW_REMAP (no cookie)"; break;
 	case 12: r.flags = 0x80u << rn(t, 24); bad_export = true;
 		what = "export with unknown DEVMAP flags"; break;
 	case 13: r.arg[1] = 0x10ULL << rn(t, 59); bad_export = true;

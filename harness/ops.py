@@ -135,8 +135,11 @@ _op(OpSpec("umem_export", "umem", "devmap_umem_setup(...) + mmap(2)",
                 doc="devmap_umem_setup flags"),
             Arg("prot", "flags", required=False, default=("PROT_READ", "PROT_WRITE"), flag_table="prot",
                 doc="protection user space asks mmap(2) for"),
-            Arg("mapping", "choice", required=False, default="shared", choices=("shared", "private"),
-                doc="MAP_SHARED or MAP_PRIVATE"),
+            Arg("mapping", "choice", required=False, default="shared",
+                choices=("shared", "private", "shared-kept"),
+                doc="MAP_SHARED or MAP_PRIVATE; shared-kept is MAP_SHARED and the mapping stays "
+                    "in place after the step (until the trace ends), so later steps run while "
+                    "the buffer is mapped"),
             Arg("maplen", "uint", required=False, default=None,
                 doc="override the *maplen the driver's devmap(9E) reports"),
             Arg("setup_twice", "bool", required=False, default=False,

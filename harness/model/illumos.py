@@ -63,9 +63,12 @@ class IllumosModel:
             if op == "umem_alloc":
                 return self.umem.alloc(a["buf"], a["size"], step.flags("flags"))
             if op == "umem_free":
-                return self.umem.free(a["buf"])
+                return self.umem.free(a["buf"], guarded=not self.config.destructive)
             if not self.config.destructive and self.umem.export_is_unsafe(a["off"], a["len"]):
                 return refused("a negative or wrapping offset maps memory outside the buffer")
+            if not self.config.destructive and self.umem.export_is_cookieless(step.flags("flags")):
+                return refused("DEVMAP_MAPPING_INVALID|DEVMAP_ALLOW_REMAP sets up a handle without a "
+                               "cookie: the first access panics")
             return self.umem.export(a["buf"], a["off"], a["len"], step.flags("maxprot"),
                                     step.flags("flags"), step.flags("prot"), a["mapping"],
                                     a["maplen"], a["setup_twice"])
@@ -85,7 +88,8 @@ class IllumosModel:
         if op == "rmalloc_wait":
             return rm.rmalloc_wait(a["map"], a["size"], a.get("waiter"))
         if op == "rmfree":
-            contained = rm.check_rmfree(a["map"], a["size"], a["index"])
+            # the driver decides from its own record, whatever the hash-chain order
+            contained = rm.check_rmfree(a["map"], a["size"], a["index"], any_order=not self.config.destructive)
             if not contained and not self.config.destructive and a["index"] + a["size"] > U64:
                 rm.maps[a["map"]].contains -= 1
                 return refused("a span that wraps past 2^64 puts a free segment at 0 (undefined)")

@@ -379,10 +379,16 @@ GUARDS: dict[str, Guard] = {
     "rmap_units_cap": Guard("ENOMEM", "add branch: the driver's cap on chunk units (2^28: 32 MiB of bitmap)"),
     "umem_total_cap": Guard("NULL", "the driver's cap on live umem (128 MiB)"),
     "kmem_total_cap": Guard("NULL", "the driver's cap on live kmem (64 MiB)"),
+    "umem_mapped": Guard("EBUSY", "umem_free while a process still maps the buffer (VMAs counted by "
+                                  "vm_operations open/close)"),
+    "export_cookieless": Guard("EINVAL", "umem_export with DEVMAP_MAPPING_INVALID|DEVMAP_ALLOW_REMAP "
+                                         "(on illumos a handle without a cookie: the first access panics)"),
 }
 
-# Guards that exist only to stop a kernel BUG: off when ModelConfig.destructive.
-DESTRUCTIVE_PASSTHROUGH = frozenset({"rmfree_bug", "rmfreemap_busy", "kmem_double_free"})
+# Guards that stop a kernel BUG, or keep the illumos guard policy where Linux would
+# survive: off when ModelConfig.destructive.
+DESTRUCTIVE_PASSTHROUGH = frozenset({"rmfree_bug", "rmfreemap_busy", "kmem_double_free", "umem_mapped",
+                                     "export_cookieless"})
 
 # ddi_umem_alloc flag handling order: True = DDI_UMEM_TRASH is refused before
 # the size checks (size 0 / > 64 MiB -> NULL).
@@ -417,6 +423,7 @@ class _Buf:
     ptr: int | None = None  # kmem pointer identity (0 = ZERO_SIZE_PTR, None = NULL)
     handle: bool = False  # the driver handed out a handle (else: handle 0 = NULL)
     handle_live: bool = False
+    maps: int = 0  # umem: live VMAs (mapping: shared-kept leaves one in place)
 
 
 class LinuxModel:
@@ -603,6 +610,8 @@ class LinuxModel:
             return Result("ok")  # ddi_umem_free(NULL): no-op
         if not buf.handle_live:
             return Result("error", message="EBADF", note="the handle is gone")
+        if self._on("umem_mapped") and buf.maps:
+            return self._refuse("umem_mapped")
         buf.present = buf.handle_live = False  # vfree
         return Result("ok")
 
@@ -614,6 +623,9 @@ class LinuxModel:
         dflags = step.flags("flags")
         maplen = step.args.get("maplen")
         einval = Result("error", message="EINVAL")
+        if (self._on("export_cookieless") and dflags & DEVMAP_FLAGS["DEVMAP_MAPPING_INVALID"]
+                and dflags & DEVMAP_FLAGS["DEVMAP_ALLOW_REMAP"]):
+            return self._refuse("export_cookieless")  # the UMEM_EXPORT ioctl, before mmap
         if buf is None or not buf.present:
             return einval  # remap_vmalloc_range on NULL (LU9)
         if off < 0 or off % PAGE_SIZE:
@@ -629,9 +641,12 @@ class LinuxModel:
             return einval
         if maplen is not None and maplen % PAGE_SIZE:
             return einval
+        mapping = step.args.get("mapping", "shared")
+        if mapping == "shared-kept":
+            buf.maps += 1  # ddictl leaves the VMA in place
         if prot & _RW != _RW or dflags & DEVMAP_FLAGS["DEVMAP_MAPPING_INVALID"]:
             return Result("ok")  # ddictl does not run the two-way coherence check
-        return Result("ok", attrs={"coherent": step.args.get("mapping", "shared") == "shared"})
+        return Result("ok", attrs={"coherent": mapping in ("shared", "shared-kept")})
 
     # --------------------------------------------------------------- kmem
 

@@ -111,14 +111,25 @@ class RmapState:
                 w.result = addr
                 w.state = vm.counters()
 
-    def check_rmfree(self, name: str, size: int, index: int) -> bool:
+    def check_rmfree(self, name: str, size: int, index: int, any_order: bool = False) -> bool:
         """Raise VmemPanic if rmfree would panic; return True for the free branch.
 
         vmem_contains counts in ``contains``; the caller decides whether to go on.
+        ``any_order`` (the driver's guard): a free also counts as a panic when it
+        would panic under *some* order of the hash chain at ``index``.  The chain
+        holds same-start segments newest first only until vmem_hash_rescale
+        (vmem_update, every 15 s) reverses it, so a free is safe for sure only
+        when every allocated segment starting at ``index`` has ``size``.
         """
         vm = self._map(name)
         if vm.contains_range(index, size):
             vm.check_free(index, size)
+            if any_order:
+                for seg in vm.hash.get(index, ()):
+                    if seg.size != size:
+                        raise VmemPanic(
+                            f"vmem_hash_delete({vm.ptr}, {index:x}, {size}): wrong size (expect {seg.size}) "
+                            "once vmem_hash_rescale has reversed the chain of same-start segments")
             return True
         vm.check_add(index, size)
         return False

@@ -31,6 +31,7 @@ USER_VA_LIMIT = 1 << 47  # larger mmap(2) lengths cannot fit in a user address s
 class Cookie:
     size: int
     type: int
+    maps: int = 0  # live user mappings (the driver's devmap callbacks count them)
 
 
 def page_round(size: int) -> int:
@@ -65,8 +66,14 @@ class UmemState:
         self.cookies[name] = Cookie(length, kind)
         return R.value(length, align=PAGESIZE, zeroed=True, type=kind)
 
-    def free(self, name: str | None) -> Result:
+    def free(self, name: str | None, guarded: bool = False) -> Result:
+        """ddi_umem_free.  ``guarded``: the driver refuses a cookie a process still maps."""
         if name is not None:
+            cookie = self.cookies.get(name)
+            if guarded and cookie is not None and cookie.maps:
+                return R.error("EBUSY", note=f"{cookie.maps} mapping(s) of the buffer are live: a later "
+                                             "fault would use the freed cookie (the driver counts them "
+                                             "with devmap callbacks)")
             self.cookies.pop(name, None)
         return R.ok()
 
@@ -91,11 +98,18 @@ class UmemState:
         if mapping == "private":
             return R.error("EINVAL", note="MAP_PRIVATE without a devmap_access callback")
         assert cookie is not None
+        if mapping == "shared-kept" and not flags & MAPPING_INVALID:
+            cookie.maps += 1  # the mapping stays (a cookie-less handle is not counted)
         if flags & MAPPING_INVALID or cookie.type == UMEM_TRASH:
             return R.ok()  # nothing a kernel-side check could compare
         if prot & (PROT_READ | PROT_WRITE) == PROT_READ | PROT_WRITE:
             return R.ok(coherent=True)
         return R.ok()
+
+    @staticmethod
+    def export_is_cookieless(flags: int) -> bool:
+        """MAPPING_INVALID with ALLOW_REMAP: devmap_umem_setup succeeds without setting a cookie."""
+        return bool(flags & MAPPING_INVALID and flags & ALLOW_REMAP)
 
     def export_is_unsafe(self, off: int, length: int) -> bool:
         """Mappings that reach outside the buffer (negative or wrapping koff)."""

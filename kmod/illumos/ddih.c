@@ -52,13 +52,59 @@
  * is refused with EBADF or, in destructive mode, passed to kmem_free again.
  *
  * close(9E) frees everything the file still owns: for each map every
- * outstanding allocation the driver knows of is rmfree'd (newest first,
- * the order in which vmem's hash finds duplicate starts) before rmfreemap,
- * so nothing leaks and no "leaked" warning appears; umem cookies are
+ * outstanding allocation of its record (below) that the rmfree guard would
+ * accept is rmfree'd before rmfreemap, so nothing leaks and no "leaked"
+ * warning appears (except for a start holding allocations of different
+ * sizes, which no free can safely reach); umem cookies are
  * ddi_umem_free'd and live kmem buffers kmem_free'd with their own size.
  * close(9E) never runs while an ioctl of the file is in progress (the
- * ioctl holds the file), nor while a devmap mapping of the minor exists
- * (specfs counts mappings), so it needs no waiter or mapping handling.
+ * ioctl holds the file).  specfs calls it on the last VOP_DELMAP of the
+ * minor, which segdev_unmap makes just before it calls the devmap_unmap
+ * callbacks: those may run after close(9E), so they touch nothing of the
+ * file (see "Mappings").
+ *
+ * The driver's own record of a map
+ * --------------------------------
+ * Every guard on a map is decided from what the driver itself saw, never
+ * from vmem's internal order.  Per map it keeps the spans rmfree added (in
+ * creation order, for vmem_contains' rule) and the outstanding
+ * allocations: one record (start, size) per successful rmalloc or
+ * rmalloc_wait, removed by the rmfree that frees it.  Overlapping spans
+ * give several records with one start; the record is a multiset and its
+ * order means nothing.  It has to be so: vmem_free finds a segment through
+ * the allocated-segment hash, whose chains hold same-start segments newest
+ * first until vmem_hash_rescale (run by vmem_update every 15 s; with the
+ * initial 16 buckets it acts once 42 allocations are outstanding) walks
+ * each old chain onto the head of the new one, reversing their order, and
+ * a later rescale may reverse it again.  The driver cannot know how many
+ * rescales have run, so a free at a start is safe only when every segment
+ * the hash could find first has the requested size: the guard accepts a
+ * contained rmfree(size, index) when the record holds at least one
+ * allocation (index, size) and no allocation at index of another size.  Two
+ * same-start allocations of different sizes are therefore never freed
+ * through the guard (each free would panic under one of the two orders);
+ * rmfreemap (or close) gives them back with the "leaked" warning.  Which
+ * of two same-size segments vmem frees cannot be known either; both have
+ * the size, so only the later coalescing depends on it, never a panic.
+ * The record changes only after the routine returned, under df_lock, so an
+ * rmalloc_wait that slept is recorded when it has its result; the order in
+ * which records were made does not matter to any decision.
+ *
+ * Mappings
+ * --------
+ * devmap_umem_setup is given callbacks (devmap_callback_ctl, without
+ * devmap_access, so MAP_PRIVATE stays refused by devmap_setup) that count,
+ * per umem buffer, the devmap handles (dhp) that map its cookie:
+ * devmap_map counts a new dhp (its cookie is looked up among the file's
+ * umem objects), devmap_dup counts the child's copy on fork, and
+ * devmap_unmap uncounts the dhp and counts what is left of it (new_dhp1,
+ * new_dhp2: a partial unmap at the head or tail leaves the count as is, a
+ * hole in the middle adds one, a full unmap drops one).  The count lives in
+ * a small record (ddih_mref_t, each dhp's private data) that outlives the
+ * buffer while a dhp points to it; the last of buffer and dhps frees it.
+ * UMEM_FREE of a buffer with a non-zero count is refused with EBUSY, so no
+ * process can fault on a freed cookie.  Detach waits until every record
+ * is gone (an unmap callback may still be due after the last close).
  *
  * Validation and the destructive switch
  * -------------------------------------
@@ -79,14 +125,14 @@
  * (`set ddih:ddih_destructive = 1' in /etc/system); either one non-zero
  * turns the guards off.  The guards (destructive=0, the default):
  *   - rmalloc / rmalloc_wait of size 0 (vmem_xalloc panics): EINVAL;
- *   - rmfree: the driver keeps, per map, the spans rmfree added (creation
- *     order) and the outstanding allocations (newest first).  A range
+ *   - rmfree, decided from the driver's own record (above): a range
  *     "contained" by vmem's rule (a span with index >= start and
- *     (index + size - 1) mod 2^64 <= end - 1) must match the newest
- *     outstanding allocation that starts at index, size included, else
- *     EINVAL (vmem_hash_delete would panic: bad free / wrong size).  Any
- *     other range adds a span: index 0, size 0 or index + size > 2^64 give
- *     EINVAL (vmem_add panics; a span reaching 2^64 corrupts the arena);
+ *     (index + size - 1) mod 2^64 <= end - 1) needs an outstanding
+ *     allocation (index, size) and none at index of another size, else
+ *     EINVAL (vmem_hash_delete would panic, or could after a hash rescale:
+ *     bad free / wrong size).  Any other range adds a span: index 0, size 0
+ *     or index + size > 2^64 give EINVAL (vmem_add panics; a span reaching
+ *     2^64 corrupts the arena);
  *   - rmfreemap while a thread of the file sleeps in rmalloc_wait on the
  *     map: EBUSY (the sleeper would use a freed arena).  rmfreemap with
  *     outstanding units is passed through: the kernel warns
@@ -98,17 +144,23 @@
  *     or REDZONE (0x6), with any size but the allocation's: EINVAL;
  *   - umem_export with koff < 0 or koff + len >= 2^64 (devmap_umem_setup
  *     compares the wrapped sum, the mapping would reach outside the
- *     buffer): EINVAL.
+ *     buffer): EINVAL;
+ *   - umem_export with DEVMAP_MAPPING_INVALID | DEVMAP_ALLOW_REMAP
+ *     (devmap_umem_setup succeeds and leaves the dhp without a cookie; the
+ *     first access of the mapping faults on a NULL cookie and panics):
+ *     EINVAL.  MAPPING_INVALID alone fails in devmap_umem_setup (ENXIO);
+ *   - umem_free of a buffer that a process still maps (see "Mappings"; a
+ *     later fault would use the freed cookie): EBUSY.
  * With destructive mode the request reaches the kernel as is (the driver
  * still keeps its own bookkeeping memory-safe).
  *
  * Two further refusals keep the driver itself safe and cannot be reached
  * through ddictl's protocol: umem_free of a PAGEABLE cookie whose pages are
- * still softlocked by a user mapping (ddi_umem_free panics "pending
- * faults") is EBUSY, and the kernel-side pattern helpers refuse a TRASH
- * buffer (it has no kernel address).  A umem buffer freed while a user
- * process still maps it stays mapped (devmap_umem_setup is called without
- * callbacks, so the driver cannot tell); ddictl unmaps before it returns.
+ * still softlocked (ddi_umem_free panics "pending faults") is EBUSY (a
+ * softlock needs a mapping, so the mapping count refuses it first), and the
+ * kernel-side pattern helpers refuse a TRASH buffer (it has no kernel
+ * address).  ddictl keeps a mapping past its umem_export step only when
+ * the trace asks for it (mapping: shared-kept).
  *
  * Locking
  * -------
@@ -126,12 +178,16 @@
  *
  * A waiter's allocation is recorded when it has re-taken df_lock, so the
  * driver may know an allocation later than vmem made it: that only makes
- * a free of it refused, never a bad free passed.  The one ordering the
- * driver cannot know is between a waiter and another allocation at the
- * same start made while it slept (possible only with overlapping spans);
- * such records are marked unsure, and a start with unsure records accepts
- * an rmfree only when all of its records have the requested size (close
- * leaves such a start to rmfreemap's leak warning).
+ * a free of it refused, never a bad free passed.  Since the guard never
+ * depends on the order of the records, a waiter and another allocation at
+ * the same start need no special care.
+ *
+ * The mapping counts have their own lock, ddih_mref_lock, a leaf: the
+ * devmap callbacks run with the address space locked and, for unmaps,
+ * perhaps after close(9E), so they take only that lock (devmap_map, which
+ * runs inside mmap(2) while the file is open, also takes df_lock to find
+ * the buffer, as devmap(9E) does).  UMEM_FREE reads the count under
+ * df_lock then ddih_mref_lock.
  *
  * rmalloc, rmfree and rmfreemap do not sleep for long (VM_NOSLEEP) and run
  * under df_lock.  The vmem kstat counters are read from the vmem_t under
@@ -227,6 +283,8 @@ static volatile uint32_t ddih_nmaps;
 static volatile uint32_t ddih_numem;
 static volatile uint32_t ddih_nkmem;
 static volatile uint32_t ddih_nfiles;
+static volatile uint32_t ddih_nmrefs;	/* mapping records alive */
+static kmutex_t ddih_mref_lock;		/* every ddih_mref_t */
 
 typedef enum ddih_otype {
 	DO_MAP = 1,
@@ -242,28 +300,41 @@ typedef struct ddih_span {
 	uint64_t		ds_last;	/* start + size - 1, mod 2^64 */
 } ddih_span_t;
 
-/* An outstanding allocation; the list is newest first. */
+/*
+ * An outstanding allocation, as rmalloc/rmalloc_wait returned it.  The
+ * list is a multiset: its order means nothing (see "The driver's own
+ * record" above), and two records may share a start.
+ */
 typedef struct ddih_rec {
 	struct ddih_rec	*dr_next;
 	uint64_t	dr_start;
 	uint64_t	dr_size;
-	uint64_t	dr_seq;		/* order of recording */
-	boolean_t	dr_unsure;	/* order against same-start unknown */
 } ddih_rec_t;
 
 typedef struct ddih_map {
 	void		*dm_map;	/* rmallocmap's map (a vmem_t) */
 	ddih_span_t	*dm_spans;
 	ddih_span_t	**dm_spantail;
-	ddih_rec_t	*dm_recs;
-	uint64_t	dm_seq;
-	boolean_t	dm_unsure;	/* some record is unsure */
+	ddih_rec_t	*dm_recs;	/* outstanding allocations, a multiset */
 	boolean_t	dm_orphan;	/* destructive rmfreemap under waiters */
 	uint_t		dm_waiters;	/* threads in rmalloc_wait */
 } ddih_map_t;
 
+/*
+ * The live user mappings of one umem buffer: one count per devmap handle
+ * (dhp) that maps its cookie, kept by the devmap callbacks, and the dhps'
+ * private data.  It outlives the buffer's object while a dhp still points
+ * to it (the unmap callbacks may run after close(9E), see "Mappings").
+ * Guarded by ddih_mref_lock, a leaf lock.
+ */
+typedef struct ddih_mref {
+	uint32_t	mr_maps;	/* live dhps mapping the cookie */
+	boolean_t	mr_live;	/* the umem object still refers to it */
+} ddih_mref_t;
+
 typedef struct ddih_umem {
 	ddi_umem_cookie_t	du_cookie;
+	ddih_mref_t		*du_mref;	/* its live mappings */
 	caddr_t			du_buf;		/* NULL for TRASH */
 	size_t			du_size;	/* the cookie's size */
 	uint_t			du_type;	/* the cookie's type */
@@ -405,50 +476,41 @@ ddih_contained(ddih_map_t *m, uint64_t index, uint64_t size)
 	return (B_FALSE);
 }
 
-/* Whether an rmfree(size, index) of a contained range frees a record. */
+/*
+ * The guard of a contained rmfree(size, index), decided from the driver's
+ * own record only: true when some outstanding allocation starts at index
+ * and every outstanding allocation that starts there has this size.  Then
+ * whichever of them vmem_hash_delete finds first (hash-chain order, which
+ * vmem_hash_rescale reverses), its size matches: no "bad free", no "wrong
+ * size".  Same-start allocations of different sizes make every free at
+ * that start a gamble on chain order, so all of them are refused.
+ */
 static boolean_t
 ddih_free_ok(ddih_map_t *m, uint64_t index, uint64_t size)
 {
-	ddih_rec_t *d, *newest = NULL;
-	boolean_t unsure = B_FALSE, same = B_TRUE;
+	ddih_rec_t *d;
+	boolean_t found = B_FALSE;
 
 	for (d = m->dm_recs; d != NULL; d = d->dr_next) {
 		if (d->dr_start != index)
 			continue;
-		if (newest == NULL)
-			newest = d;
-		if (d->dr_unsure)
-			unsure = B_TRUE;
 		if (d->dr_size != size)
-			same = B_FALSE;
+			return (B_FALSE);
+		found = B_TRUE;
 	}
-	if (newest == NULL || newest->dr_size != size)
-		return (B_FALSE);
-	return (unsure ? same : B_TRUE);
+	return (found);
 }
 
 static void
-ddih_rec_push(ddih_map_t *m, ddih_rec_t *d, uint64_t start, uint64_t size,
-    uint64_t entry_seq)
+ddih_rec_push(ddih_map_t *m, ddih_rec_t *d, uint64_t start, uint64_t size)
 {
-	ddih_rec_t *e;
-
 	d->dr_start = start;
 	d->dr_size = size;
-	d->dr_seq = ++m->dm_seq;
-	d->dr_unsure = B_FALSE;
-	/* same-start records made while a waiter slept: order unknown */
-	for (e = m->dm_recs; e != NULL; e = e->dr_next) {
-		if (e->dr_start == start && e->dr_seq > entry_seq) {
-			e->dr_unsure = d->dr_unsure = B_TRUE;
-			m->dm_unsure = B_TRUE;
-		}
-	}
 	d->dr_next = m->dm_recs;
 	m->dm_recs = d;
 }
 
-/* Forget the newest record of [index, index + size), if there is one. */
+/* Forget one record of [index, index + size), if there is one. */
 static void
 ddih_rec_pop(ddih_map_t *m, uint64_t index, uint64_t size)
 {
@@ -491,39 +553,21 @@ ddih_map_forget(ddih_map_t *m)
 	m->dm_spantail = &m->dm_spans;
 }
 
-/* Whether close may rmfree the records that start at `start'. */
-static boolean_t
-ddih_start_clear(ddih_map_t *m, uint64_t start)
-{
-	ddih_rec_t *d;
-	uint64_t size = 0;
-	boolean_t unsure = B_FALSE, first = B_TRUE, same = B_TRUE;
-
-	if (!m->dm_unsure)
-		return (B_TRUE);
-	for (d = m->dm_recs; d != NULL; d = d->dr_next) {
-		if (d->dr_start != start)
-			continue;
-		if (first)
-			size = d->dr_size;
-		else if (d->dr_size != size)
-			same = B_FALSE;
-		first = B_FALSE;
-		if (d->dr_unsure)
-			unsure = B_TRUE;
-	}
-	return (!unsure || same);
-}
-
-/* close: give back every known allocation, then destroy the map. */
+/*
+ * close: give back every allocation the guard would let through, then
+ * destroy the map.  A start whose records all have one size is freed once
+ * per record (each vmem_free finds some segment of that size, whatever the
+ * chain order); a start with mixed sizes is left to rmfreemap, which warns
+ * "vmem_destroy('rmap'): leaked N bytes" instead of panicking.  The test
+ * is made against the full record, before anything is forgotten.
+ */
 static void
 ddih_map_release(ddih_map_t *m)
 {
-	ddih_rec_t *d, *next;
+	ddih_rec_t *d;
 
-	for (d = m->dm_recs; d != NULL; d = next) {
-		next = d->dr_next;
-		if (ddih_start_clear(m, d->dr_start))
+	for (d = m->dm_recs; d != NULL; d = d->dr_next) {
+		if (ddih_free_ok(m, d->dr_start, d->dr_size))
 			rmfree(m->dm_map, (size_t)d->dr_size,
 			    (ulong_t)d->dr_start);
 	}
@@ -586,7 +630,7 @@ ddih_rmalloc(ddih_file_t *df, ddih_req_t *r)
 	d = kmem_zalloc(sizeof (*d), KM_SLEEP);
 	v = rmalloc(m->dm_map, (size_t)size);
 	if (v != 0)
-		ddih_rec_push(m, d, v, size, m->dm_seq);
+		ddih_rec_push(m, d, v, size);
 	else
 		kmem_free(d, sizeof (*d));
 	r->value = v;
@@ -603,7 +647,7 @@ ddih_rmalloc_wait(ddih_file_t *df, ddih_req_t *r)
 	ddih_obj_t *o = ddih_lookup(df, r->handle, DO_MAP);
 	ddih_map_t *m;
 	ddih_rec_t *d;
-	uint64_t size = r->arg[0], entry_seq;
+	uint64_t size = r->arg[0];
 	ulong_t v;
 
 	if (o == NULL)
@@ -615,7 +659,6 @@ ddih_rmalloc_wait(ddih_file_t *df, ddih_req_t *r)
 	if (size == 0 && !ddih_guards_off)
 		return (EINVAL);	/* vmem_xalloc(): size == 0 */
 	d = kmem_zalloc(sizeof (*d), KM_SLEEP);
-	entry_seq = m->dm_seq;
 	m->dm_waiters++;
 	mutex_exit(&df->df_lock);
 	v = rmalloc_wait(m->dm_map, (size_t)size);
@@ -635,7 +678,7 @@ ddih_rmalloc_wait(ddih_file_t *df, ddih_req_t *r)
 		return (0);
 	}
 	if (v != 0)
-		ddih_rec_push(m, d, v, size, entry_seq);
+		ddih_rec_push(m, d, v, size);
 	else
 		kmem_free(d, sizeof (*d));
 	r->value = v;
@@ -776,6 +819,9 @@ ddih_umem_alloc(ddih_file_t *df, ddih_req_t *r)
 		kmem_free(o, sizeof (*o));
 		return (err);
 	}
+	o->do_u.do_umem.du_mref = kmem_zalloc(sizeof (ddih_mref_t), KM_SLEEP);
+	o->do_u.do_umem.du_mref->mr_live = B_TRUE;
+	atomic_inc_32(&ddih_nmrefs);
 	atomic_inc_32(&ddih_numem);
 	r->type = cp->type;
 	r->cookie_size = cp->size;
@@ -790,10 +836,41 @@ ddih_umem_alloc(ddih_file_t *df, ddih_req_t *r)
 	return (0);
 }
 
+/* Drop one reference to a mapping record: a dhp's, or the buffer's. */
+static void
+ddih_mref_rele(ddih_mref_t *mr, boolean_t buffer)
+{
+	boolean_t last;
+
+	mutex_enter(&ddih_mref_lock);
+	if (buffer)
+		mr->mr_live = B_FALSE;
+	else
+		mr->mr_maps--;
+	last = !mr->mr_live && mr->mr_maps == 0;
+	mutex_exit(&ddih_mref_lock);
+	if (last) {
+		kmem_free(mr, sizeof (*mr));
+		atomic_dec_32(&ddih_nmrefs);
+	}
+}
+
+static uint32_t
+ddih_mref_maps(ddih_mref_t *mr)
+{
+	uint32_t n;
+
+	mutex_enter(&ddih_mref_lock);
+	n = mr->mr_maps;
+	mutex_exit(&ddih_mref_lock);
+	return (n);
+}
+
 static void
 ddih_umem_destroy(ddih_obj_t *o)
 {
 	ddi_umem_free(o->do_u.do_umem.du_cookie);
+	ddih_mref_rele(o->do_u.do_umem.du_mref, B_TRUE);
 	kmem_free(o, sizeof (*o));
 	atomic_dec_32(&ddih_numem);
 }
@@ -814,6 +891,9 @@ ddih_umem_free(ddih_file_t *df, ddih_req_t *r)
 	if ((o = ddih_lookup(df, r->handle, DO_UMEM)) == NULL)
 		return (EBADF);
 	cp = (struct ddi_umem_cookie *)o->do_u.do_umem.du_cookie;
+	/* a process still maps the cookie: its next fault would use it */
+	if (!ddih_guards_off && ddih_mref_maps(o->do_u.do_umem.du_mref) != 0)
+		return (EBUSY);
 	if (!ddih_guards_off && cp->type == KMEM_PAGEABLE && cp->locked != 0)
 		return (EBUSY);		/* "pending faults" panic */
 	ddih_remove(df, r->handle);
@@ -841,6 +921,14 @@ ddih_umem_export(ddih_file_t *df, ddih_req_t *r)
 	    (r->arg[1] & ~(uint64_t)DDIH_PROT_FLAGS) != 0 || r->arg[3] > 1)
 		return (EINVAL);
 	if (!ddih_guards_off && ddih_export_unsafe(r->soff, r->arg[0]))
+		return (EINVAL);
+	/*
+	 * MAPPING_INVALID with ALLOW_REMAP: devmap_umem_setup succeeds but
+	 * leaves the handle without a cookie; the first access faults on a
+	 * NULL cookie and panics.  Refused unless destructive.
+	 */
+	if (!ddih_guards_off && (r->flags & DDIH_DEVMAP_MAPPING_INVALID) &&
+	    (r->flags & DDIH_DEVMAP_ALLOW_REMAP))
 		return (EINVAL);
 	if (r->arg[1] & DDIH_PROT_READ)
 		prot |= PROT_READ;
@@ -1038,6 +1126,135 @@ ddih_kmem_free(ddih_file_t *df, ddih_req_t *r)
 /* ---------------------------------------------------------------- devmap */
 
 /*
+ * The mapping record of the umem object whose cookie a dhp maps.  The
+ * export of the current mmap names it (the fast path); a dhp whose cookie
+ * is not that one (another process mmapping the same file at the same
+ * time) is looked up in the whole table.  Called with df_lock held.
+ */
+static ddih_mref_t *
+ddih_mref_of(ddih_file_t *df, ddi_umem_cookie_t cookie)
+{
+	ddih_obj_t *o;
+	uint32_t i;
+
+	ASSERT(mutex_owned(&df->df_lock));
+	if (df->df_cur.de_handle != 0 &&
+	    (o = ddih_lookup(df, df->df_cur.de_handle, DO_UMEM)) != NULL &&
+	    o->do_u.do_umem.du_cookie == cookie)
+		return (o->do_u.do_umem.du_mref);
+	for (i = 0; i < df->df_cap; i++) {
+		o = df->df_tab[i];
+		if (o != NULL && o->do_type == DO_UMEM &&
+		    o->do_u.do_umem.du_cookie == cookie)
+			return (o->do_u.do_umem.du_mref);
+	}
+	return (NULL);
+}
+
+/*
+ * devmap_map: devmap_setup calls it once per dhp, after every devmap(9E)
+ * call of the mmap succeeded; the dhp starts to count here.  Its private
+ * data is the buffer's mapping record.  A dhp without a cookie (a
+ * MAPPING_INVALID export, destructive mode only) maps nothing and is not
+ * counted.  A cookie no live object owns (freed by another thread since
+ * devmap(9E)) fails the mmap: devmap_setup unmaps the dhps already
+ * counted and returns ENXIO.
+ */
+static int
+ddih_devmap_map(devmap_cookie_t dhp, dev_t dev, uint_t flags, offset_t off,
+    size_t len, void **pvtp)
+{
+	ddi_umem_cookie_t cookie = ((devmap_handle_t *)dhp)->dh_cookie;
+	ddih_file_t *df = ddi_get_soft_state(ddih_ss, getminor(dev));
+	ddih_mref_t *mr;
+
+	(void) flags;
+	(void) off;
+	(void) len;
+	*pvtp = NULL;
+	if (cookie == NULL)
+		return (0);
+	if (df == NULL)
+		return (ENXIO);
+	mutex_enter(&df->df_lock);
+	if ((mr = ddih_mref_of(df, cookie)) != NULL) {
+		mutex_enter(&ddih_mref_lock);
+		mr->mr_maps++;
+		mutex_exit(&ddih_mref_lock);
+		*pvtp = mr;
+	}
+	mutex_exit(&df->df_lock);
+	return (mr == NULL ? ENXIO : 0);
+}
+
+/* devmap_dup: fork copies the dhp; the copy maps the cookie too. */
+static int
+ddih_devmap_dup(devmap_cookie_t dhp, void *pvtp, devmap_cookie_t new_dhp,
+    void **new_pvtp)
+{
+	ddih_mref_t *mr = pvtp;
+
+	(void) dhp;
+	(void) new_dhp;
+	*new_pvtp = pvtp;
+	if (mr != NULL) {
+		mutex_enter(&ddih_mref_lock);
+		mr->mr_maps++;
+		mutex_exit(&ddih_mref_lock);
+	}
+	return (0);
+}
+
+/*
+ * devmap_unmap: [off, off + len) of the dhp goes away.  What is left of
+ * it is new_dhp1 (the part before the hole, the dhp itself) and new_dhp2
+ * (the part after it: the dhp itself for a head unmap, a new dhp for a hole
+ * in the middle); NULL for a part that does not exist (seg_dev.c:
+ * segdev_unmap, devmap_handle_unmap_head/_tail, devmap_handle_unmap).  So
+ * the dhp stops counting and every remaining part counts: a full unmap
+ * drops one, a hole in the middle adds one, a head or tail unmap none.
+ * This runs from munmap(2), exit and a failed devmap_setup, possibly after
+ * close(9E) (segdev_unmap calls VOP_DELMAP first): it touches only the
+ * mapping record.
+ */
+static void
+ddih_devmap_unmap(devmap_cookie_t dhp, void *pvtp, offset_t off, size_t len,
+    devmap_cookie_t new_dhp1, void **new_pvtp1, devmap_cookie_t new_dhp2,
+    void **new_pvtp2)
+{
+	ddih_mref_t *mr = pvtp;
+	uint32_t parts = 0;
+
+	(void) dhp;
+	(void) off;
+	(void) len;
+	if (new_dhp1 != NULL) {
+		*new_pvtp1 = pvtp;
+		parts++;
+	}
+	if (new_dhp2 != NULL) {
+		*new_pvtp2 = pvtp;
+		parts++;
+	}
+	if (mr == NULL)
+		return;
+	if (parts != 0) {
+		mutex_enter(&ddih_mref_lock);
+		mr->mr_maps += parts;
+		mutex_exit(&ddih_mref_lock);
+	}
+	ddih_mref_rele(mr, B_FALSE);
+}
+
+static struct devmap_callback_ctl ddih_callbacks = {
+	.devmap_rev = DEVMAP_OPS_REV,
+	.devmap_map = ddih_devmap_map,
+	.devmap_access = NULL,		/* MAP_PRIVATE stays EINVAL */
+	.devmap_dup = ddih_devmap_dup,
+	.devmap_unmap = ddih_devmap_unmap
+};
+
+/*
  * devmap(9E): see "Locking" above for the first call and continuations.
  * Any non-zero return makes mmap(2) fail with ENXIO (devmap_setup).
  */
@@ -1084,13 +1301,15 @@ ddih_devmap(dev_t dev, devmap_cookie_t dhp, offset_t off, size_t len,
 		}
 		cookie = o->do_u.do_umem.du_cookie;
 	}
-	if (devmap_umem_setup(dhp, ddih_dip, NULL, cookie, (offset_t)koff,
-	    (size_t)slen, e->de_maxprot, e->de_flags, NULL) != DDI_SUCCESS) {
+	if (devmap_umem_setup(dhp, ddih_dip, &ddih_callbacks, cookie,
+	    (offset_t)koff, (size_t)slen, e->de_maxprot, e->de_flags, NULL) !=
+	    DDI_SUCCESS) {
 		err = EINVAL;
 		goto fail;
 	}
 	if (first && e->de_twice &&
-	    devmap_umem_setup(dhp, ddih_dip, NULL, cookie, (offset_t)koff,
+	    devmap_umem_setup(dhp, ddih_dip, &ddih_callbacks, cookie,
+	    (offset_t)koff,
 	    (size_t)slen, e->de_maxprot, e->de_flags, NULL) != DDI_SUCCESS) {
 		err = EINVAL;		/* DEVMAP_SETUP_DONE */
 		goto fail;
@@ -1395,8 +1614,8 @@ ddih_detach(dev_info_t *dip, ddi_detach_cmd_t cmd)
 	default:
 		return (DDI_FAILURE);
 	}
-	if (ddih_nfiles != 0)
-		return (DDI_FAILURE);
+	if (ddih_nfiles != 0 || ddih_nmrefs != 0)
+		return (DDI_FAILURE);	/* unmap callbacks may still come */
 	if (ddih_ksp != NULL) {
 		kstat_delete(ddih_ksp);
 		ddih_ksp = NULL;
@@ -1487,7 +1706,9 @@ _init(void)
 		ddi_soft_state_fini(&ddih_ss);
 		return (ENOMEM);
 	}
+	mutex_init(&ddih_mref_lock, NULL, MUTEX_DRIVER, NULL);
 	if ((err = mod_install(&ddih_modlinkage)) != 0) {
+		mutex_destroy(&ddih_mref_lock);
 		id_space_destroy(ddih_minors);
 		ddi_soft_state_fini(&ddih_ss);
 	}
@@ -1501,6 +1722,7 @@ _fini(void)
 
 	if ((err = mod_remove(&ddih_modlinkage)) != 0)
 		return (err);
+	mutex_destroy(&ddih_mref_lock);
 	id_space_destroy(ddih_minors);
 	ddi_soft_state_fini(&ddih_ss);
 	return (0);

@@ -46,12 +46,13 @@
  * again (the duplicate-free probes).
  *
  * release() (the last close of the file) frees everything the file still
- * owns: for a map, every unit still allocated is given back with
- * gen_pool_free before gen_pool_destroy (which would otherwise BUG); umem
- * buffers are vfree'd (user mappings keep their own page references), kmem
- * buffers kfree'd.  Closing the device therefore never leaks or BUGs, and a
- * test can verify that with the read-only module parameters
- * `outstanding' (live objects over all files) and `objects' (per kind).
+ * owns: for a map, every unit still allocated is cleared chunk by chunk in
+ * the bitmaps before gen_pool_destroy (which would otherwise BUG); umem
+ * buffers are vfree'd (release() runs only once no VMA maps the file: each
+ * VMA holds it, so no mapping is left), kmem buffers kfree'd.  Closing the
+ * device therefore never leaks or BUGs, and a test can verify that with
+ * the read-only module parameters `outstanding' (live objects over all
+ * files) and `objects' (per kind).
  *
  * Validation rules
  * ----------------
@@ -74,12 +75,41 @@
  * Destructive mode
  * ----------------
  * With `destructive=0' (the default) misuse that would crash or corrupt
- * the kernel is refused with an errno.  With `destructive=1' exactly three
+ * the kernel is refused with an errno.  With `destructive=1' exactly five
  * guards are dropped and the request reaches the kernel as is:
  *   - rmfree of units that are not all allocated (or that gen_pool_free
  *     would reject): gen_pool_free is called and BUGs (genalloc.c:505/508);
  *   - rmfreemap with outstanding allocations: gen_pool_destroy BUGs (255);
- *   - kmem_free of an already freed handle: the pointer is kfree'd again.
+ *   - kmem_free of an already freed handle: the pointer is kfree'd again;
+ *   - umem_free of a buffer a process still maps (EBUSY; see "Mappings");
+ *   - umem_export with DEVMAP_MAPPING_INVALID | DEVMAP_ALLOW_REMAP
+ *     (EINVAL at the UMEM_EXPORT ioctl).
+ * The last two guard the illumos port against a panic (a fault on a freed
+ * or NULL cookie); Linux would survive both (vfree leaves mapped pages to
+ * their page references, and the port maps the buffer whatever the devmap
+ * flags), but the port keeps the same policy so that one guarded corpus
+ * holds on both.
+ *
+ * The rmfree guard and release() decide from gen_pool's own state, which
+ * is as exact as a record of the driver's: gen_pool_free takes the first
+ * chunk of the chunk list (newest first, an order nothing ever changes)
+ * that holds the address, and ddih_free_ok walks the same list and checks
+ * the same bits; release() clears every set bit of every chunk, whichever
+ * allocation set it.  Nothing depends on an order the kernel may change
+ * later (the illumos port's problem with vmem's hash chains).
+ *
+ * Mappings
+ * --------
+ * Each umem buffer counts the VMAs that map it (struct ddih_mref, the
+ * VMA's vm_private_data): ddih_mmap counts the new VMA once it is mapped
+ * and installs ddih_vm_ops, whose open (fork, a split by a partial munmap
+ * or mprotect, mremap) counts a copy and whose close (munmap, exit, the
+ * removed piece of a split) uncounts one.  umem_free of a buffer with a
+ * non-zero count is refused with EBUSY unless destructive.  The record
+ * outlives the buffer while a VMA still points to it.  A failure of
+ * mmap_region after ddih_mmap succeeded (it does not call close) would
+ * leave the count one too high: the buffer then stays busy until the file
+ * is closed, which frees it anyway (memory-safe, never a missed mapping).
  * Every other guard (size and range checks, caps) holds in both modes:
  * they keep the results predictable rather than protect the kernel.  After
  * a BUG the calling task is killed with the file's mutex held; the guest
@@ -246,7 +276,23 @@ struct ddih_map {
 	unsigned int		dm_waiters;	/* under df_lock */
 };
 
+/*
+ * The live user mappings of one umem buffer: the VMAs that map it, counted
+ * by ddih_vm_ops (open: a copy by fork, split or mremap; close: a VMA
+ * going away) and by ddih_mmap for the first one.  It is each VMA's
+ * vm_private_data and outlives the buffer's object while a VMA still
+ * points to it (destructive mode frees a mapped buffer); the last of
+ * buffer and VMAs frees it.  Guarded by ddih_mref_lock.
+ */
+struct ddih_mref {
+	unsigned int	mr_maps;	/* live VMAs */
+	bool		mr_live;	/* the umem object still refers to it */
+};
+
+static DEFINE_SPINLOCK(ddih_mref_lock);
+
 struct ddih_umem {
+	struct ddih_mref *du_mref;	/* its live mappings */
 	void		*du_buf;
 	size_t		du_size;	/* PAGE_ALIGN(requested size) */
 	bool		du_usermap;	/* vmalloc_user: remap_vmalloc_range ok */
@@ -561,10 +607,37 @@ static int ddih_rmap_state(struct ddih_file *df, struct ddih_req *r)
 
 /* ---------------------------------------------------------------- umem */
 
+/* Drop one reference to a mapping record: a VMA's, or the buffer's. */
+static void ddih_mref_rele(struct ddih_mref *mr, bool buffer)
+{
+	bool last;
+
+	spin_lock(&ddih_mref_lock);
+	if (buffer)
+		mr->mr_live = false;
+	else
+		mr->mr_maps--;
+	last = !mr->mr_live && mr->mr_maps == 0;
+	spin_unlock(&ddih_mref_lock);
+	if (last)
+		kfree(mr);
+}
+
+static unsigned int ddih_mref_maps(struct ddih_mref *mr)
+{
+	unsigned int n;
+
+	spin_lock(&ddih_mref_lock);
+	n = mr->mr_maps;
+	spin_unlock(&ddih_mref_lock);
+	return n;
+}
+
 static void ddih_umem_destroy(struct ddih_obj *o)
 {
 	atomic64_sub(o->do_umem.du_size, &ddih_umem_bytes);
-	vfree(o->do_umem.du_buf);
+	vfree(o->do_umem.du_buf);	/* mapped pages keep their own references */
+	ddih_mref_rele(o->do_umem.du_mref, true);
 	kfree(o);
 	atomic_dec(&ddih_numem);
 }
@@ -601,6 +674,14 @@ static int ddih_umem_alloc(struct ddih_file *df, struct ddih_req *r)
 		kfree(o);
 		return 0;
 	}
+	o->do_umem.du_mref = kzalloc(sizeof (*o->do_umem.du_mref), GFP_KERNEL);
+	if (o->do_umem.du_mref == NULL) {
+		atomic64_sub(PAGE_ALIGN(size), &ddih_umem_bytes);
+		vfree(buf);
+		kfree(o);
+		return -ENOMEM;
+	}
+	o->do_umem.du_mref->mr_live = true;
 	o->do_type = DO_UMEM;
 	o->do_umem.du_buf = buf;
 	o->do_umem.du_size = PAGE_ALIGN(size);
@@ -611,6 +692,7 @@ static int ddih_umem_alloc(struct ddih_file *df, struct ddih_req *r)
 	if (err != 0) {
 		atomic64_sub(PAGE_ALIGN(size), &ddih_umem_bytes);
 		vfree(buf);
+		kfree(o->do_umem.du_mref);
 		kfree(o);
 		return err;
 	}
@@ -640,6 +722,9 @@ static int ddih_umem_free(struct ddih_file *df, struct ddih_req *r)
 	o = ddih_lookup(df, r->handle, DO_UMEM);
 	if (o == NULL)
 		return -EBADF;
+	/* a process still maps the buffer (the illumos policy: EBUSY) */
+	if (!destructive && ddih_mref_maps(o->do_umem.du_mref) != 0)
+		return -EBUSY;
 	ddih_remove(df, r->handle);
 	ddih_umem_destroy(o);
 	return 0;
@@ -654,6 +739,14 @@ static int ddih_umem_export(struct ddih_file *df, struct ddih_req *r)
 		return -EBADF;
 	if ((r->flags & ~DDIH_DEVMAP_FLAGS) != 0 ||
 	    (r->arg[1] & ~(uint64_t)DDIH_PROT_FLAGS) != 0 || r->arg[3] > 1)
+		return -EINVAL;
+	/*
+	 * MAPPING_INVALID with ALLOW_REMAP: on illumos a handle without a
+	 * cookie, whose first access panics.  The Linux port maps the buffer
+	 * anyway, but keeps the illumos guard so both ports refuse the same.
+	 */
+	if (!destructive && (r->flags & DDIH_DEVMAP_MAPPING_INVALID) &&
+	    (r->flags & DDIH_DEVMAP_ALLOW_REMAP))
 		return -EINVAL;
 	e->de_set = true;
 	e->de_handle = r->handle;
@@ -701,6 +794,39 @@ static int ddih_umem_pattern(struct ddih_file *df, struct ddih_req *r,
 		r->valid |= DDIH_V_VALUE;
 	}
 	return 0;
+}
+
+/* A VMA that maps a buffer was copied (fork, split, mremap). */
+static void ddih_vm_open(struct vm_area_struct *vma)
+{
+	struct ddih_mref *mr = vma->vm_private_data;
+
+	spin_lock(&ddih_mref_lock);
+	mr->mr_maps++;
+	spin_unlock(&ddih_mref_lock);
+}
+
+/* A VMA that maps a buffer goes away (munmap, exit, the unmapped piece). */
+static void ddih_vm_close(struct vm_area_struct *vma)
+{
+	ddih_mref_rele(vma->vm_private_data, false);
+}
+
+static const struct vm_operations_struct ddih_vm_ops = {
+	.open	= ddih_vm_open,
+	.close	= ddih_vm_close,
+};
+
+/* The mapping succeeded: the VMA counts from now on. */
+static void ddih_mapped(struct vm_area_struct *vma, struct ddih_obj *o)
+{
+	struct ddih_mref *mr = o->do_umem.du_mref;
+
+	spin_lock(&ddih_mref_lock);
+	mr->mr_maps++;
+	spin_unlock(&ddih_mref_lock);
+	vma->vm_private_data = mr;
+	vma->vm_ops = &ddih_vm_ops;
 }
 
 /*
@@ -772,6 +898,8 @@ static int ddih_mmap(struct file *fp, struct vm_area_struct *vma)
 	if (o->do_umem.du_usermap) {
 		err = remap_vmalloc_range(vma, o->do_umem.du_buf,
 		    e.de_off >> PAGE_SHIFT);
+		if (err == 0)
+			ddih_mapped(vma, o);
 		goto out;
 	}
 	/*
@@ -792,6 +920,7 @@ static int ddih_mmap(struct file *fp, struct vm_area_struct *vma)
 			goto out;
 	}
 	vma->vm_flags |= VM_DONTEXPAND | VM_DONTDUMP;
+	ddih_mapped(vma, o);
 out:
 	mutex_unlock(&df->df_lock);
 	return err;

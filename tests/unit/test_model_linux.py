@@ -380,7 +380,11 @@ GUARD_ROWS: list[tuple[str, list[dict[str, Any]], list[Any]]] = [
                                                    prot="PROT_READ|PROT_WRITE|PROT_USER")], [8192, OK]),
     ("export MAPPING_INVALID", [ua("b", 8192), ux("b", 4096, flags="DEVMAP_MAPPING_INVALID")], [8192, "E:EINVAL"]),
     ("export MAPPING_INVALID|ALLOW_REMAP",
-     [ua("b", 8192), ux("b", 4096, flags="DEVMAP_MAPPING_INVALID|DEVMAP_ALLOW_REMAP")], [8192, OK]),
+     [ua("b", 8192), ux("b", 4096, flags="DEVMAP_MAPPING_INVALID|DEVMAP_ALLOW_REMAP")], [8192, "E:EINVAL"]),
+    ("umem_mapped", [ua("b", 8192), ux("b", 4096, mapping="shared-kept"), {"op": "umem_free", "buf": "b"}],
+     [8192, OK, "E:EBUSY"]),
+    ("umem_free after an ordinary export", [ua("b", 8192), ux("b", 4096), {"op": "umem_free", "buf": "b"}],
+     [8192, OK, OK]),
     ("export setup_twice", [ua("b", 8192), ux("b", 4096, setup_twice=True)], [8192, "E:EINVAL"]),
     ("export maplen not page multiple", [ua("b", 8192), ux("b", 4096, maplen=100)], [8192, "E:EINVAL"]),
     ("export maplen page multiple", [ua("b", 8192), ux("b", 4096, maplen=4096)], [8192, OK]),
@@ -748,3 +752,27 @@ def test_driver_wide_cap_on_chunk_units():
     r = run_trace(LinuxModel(ModelConfig(destructive=False)), parse_trace({"name": "units", "steps": steps}))
     kinds = [s.result.kind for s in r.steps]
     assert kinds[1:17] == ["ok"] * 16 and r.steps[17].result.message == "ENOMEM"
+
+
+# ------------------------------------------------- issue 13: the guards shared with the illumos port
+
+
+def test_destructive_passes_the_mapping_guards_through() -> None:
+    cookieless = ux("b", 4096, flags="DEVMAP_MAPPING_INVALID|DEVMAP_ALLOW_REMAP", mapping="shared-kept")
+    r = run("destructive", [ua("b", 8192), cookieless, {"op": "umem_free", "buf": "b"}])
+    check(r, [8192, OK, OK])  # Linux maps the buffer anyway; vfree leaves mapped pages to their references
+    assert {"umem_mapped", "export_cookieless"} <= DESTRUCTIVE_PASSTHROUGH
+
+
+def test_kept_mappings_count_per_buffer() -> None:
+    r = run("policy", [ua("a", 4096), ua("b", 4096), ux("a", 4096, mapping="shared-kept"),
+                       ux("a", 4096, mapping="shared-kept"), {"op": "umem_free", "buf": "b"},
+                       {"op": "umem_free", "buf": "a"}])
+    check(r, [4096, 4096, OK, OK, OK, "E:EBUSY"])
+    assert r[2].attrs == {"coherent": True}
+
+
+def test_overlapping_chunks_free_only_what_gen_pool_free_reaches() -> None:
+    """G1a on Linux: the newest chunk holding index 1 shadows the older allocation at 1."""
+    r = run("policy", [mk(), rf(100, 1), ra(100), rf(150, 1), ra(100), rf(100, 1), rf(100, 1), rfm()])
+    check(r, [OK, OK, 1, OK, 1, (OK, (150, 250)), ("E:EINVAL", (150, 250)), ("E:EBUSY", (150, 250))])
