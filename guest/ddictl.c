@@ -12,6 +12,26 @@
  * The last group is the vmem kstat counters of an rmap arena, which only the
  * illumos port reports (DDIH_V_VMEM); the Linux port reports avail/total.
  *
+ * With `layout=on' (below), the result line of every resource-map op
+ * (rmallocmap, rmallocmap_wait, rmalloc, rmalloc_wait -- the immediate
+ * line, also a background waiter's --, rmfree, join) that is not an error
+ * and whose map is still alive ends with the map's whole layout, read with
+ * RMAP_LAYOUT (kmod/ddih_ioctl.h) right after the op:
+ *
+ *   layout=<total>:<seg>,<seg>,...   at most 64 listed (DDIH_LAYOUT_MAX);
+ *                                    `layout=0:' for a map with no segment
+ *   <seg> = <type>:<start>+<size>    decimal, in the map's units
+ *   <type> = s (span / gen_pool chunk) | a (allocated) | f<k> (free, on
+ *            vmem freelist k, illumos) | f (free, Linux: no freelists)
+ *
+ * in the driver's order (illumos: the vmem arena list; Linux: each chunk
+ * in list order followed by its bitmap runs), read after the op once every
+ * background waiter has settled (returned, or asleep again: one the op
+ * woke has made its retry; the counters on the same line are the driver's
+ * own, taken when the op returned).  A map the driver no longer
+ * knows (rmfreemap, a failed creation) gets no layout; neither do error
+ * and hang lines.
+ *
  * Trace names (map=m, buf=b, waiter=w) are kept in a name -> handle table;
  * a name whose creating op returned NULL stands for handle 0 (NULL), and
  * `buf=-' passes NULL.  Names stay bound after a free, so a second free is
@@ -20,6 +40,8 @@
  *
  * Control lines (no result line is printed for them):
  *   budget_ms=N   per-op time budget (default 10000)
+ *   layout=on     append the map's layout to resource-map results (above);
+ *   layout=off    stop (the default); `reset' keeps the setting
  *   reset         interrupt background waiters, unmap the mappings kept by
  *                 umem_export mapping=shared-kept, close and reopen the
  *                 device
@@ -90,6 +112,7 @@
 static const char *devpath = DDIH_DEVICE;
 static int devfd = -1;
 static long budget_ms = 10000;
+static int layout_on;		/* `layout=on' */
 
 /* ------------------------------------------------------------ errno names */
 
@@ -204,11 +227,17 @@ struct result {
 	int		coherent;	/* -1: not reported */
 };
 
+static size_t add_layout(char *line, size_t cap, size_t n, uint32_t map);
+
+/*
+ * Print a result line.  With layout on, a map handle (not 0) adds the
+ * map's layout to a line that is not an error.
+ */
 static void
-print_result(const struct result *res)
+print_result_map(const struct result *res, uint32_t map)
 {
 	const struct ddih_req *r = &res->req;
-	char line[1024];
+	char line[4096];
 	size_t n = 0;
 
 #define	ADD(...)	(n += (size_t)snprintf(line + n, sizeof (line) - n, \
@@ -254,7 +283,15 @@ print_result(const struct result *res)
 		    r->ctr[DDIH_CTR_FAIL], r->ctr[DDIH_CTR_WAIT],
 		    r->ctr[DDIH_CTR_CONTAINS]);
 #undef ADD
+	if (layout_on && map != 0 && res->rc == 0 && n < sizeof (line))
+		n = add_layout(line, sizeof (line), n, map);
 	emit("%s", line);
+}
+
+static void
+print_result(const struct result *res)
+{
+	print_result_map(res, 0);
 }
 
 /* ------------------------------------------------------------ ioctl */
@@ -400,6 +437,64 @@ static void
 job_ioctl(void *arg)
 {
 	do_ioctl(devfd, arg);
+}
+
+static void waiters_settle_all(void);
+
+/*
+ * Append " layout=<total>:<seg>,..." for map handle `map' (RMAP_LAYOUT,
+ * on the worker within the budget), read once every background waiter
+ * has settled (returned or asleep again: a waiter the op woke has retried),
+ * so the layout does not depend on thread scheduling.  If the driver
+ * refuses (the map is gone), nothing is appended.
+ */
+static size_t
+add_layout(char *line, size_t cap, size_t n, uint32_t map)
+{
+	static struct ddih_seg segs[DDIH_LAYOUT_MAX];
+	struct result lr = { .coherent = -1 };
+	uint64_t i, k;
+
+	waiters_settle_all();
+	ddih_req_init(&lr.req, DDIH_OP_RMAP_LAYOUT);
+	lr.req.handle = map;
+	lr.req.arg[0] = (uint64_t)(uintptr_t)segs;
+	lr.req.arg[1] = DDIH_LAYOUT_MAX;
+	run_budgeted(job_ioctl, &lr);
+	if (lr.rc < 0 || lr.req.kind != DDIH_KIND_VALUE) {
+		if (lr.rc < 0 && lr.err != EBADF)
+			(void) fprintf(stderr, "ddictl: layout of handle %u: "
+			    "%s\n", map, strerror(lr.err));
+		return (n);
+	}
+	k = lr.req.value < DDIH_LAYOUT_MAX ? lr.req.value : DDIH_LAYOUT_MAX;
+	n += (size_t)snprintf(line + n, cap - n, " layout=%" PRIu64 ":",
+	    lr.req.value);
+	for (i = 0; i < k && n < cap; i++) {
+		const struct ddih_seg *g = &segs[i];
+		char t[16];
+
+		switch (g->type) {
+		case DDIH_SEG_SPAN:
+			(void) snprintf(t, sizeof (t), "s");
+			break;
+		case DDIH_SEG_ALLOC:
+			(void) snprintf(t, sizeof (t), "a");
+			break;
+		case DDIH_SEG_FREE:
+			if (g->flist == DDIH_SEG_NOLIST)
+				(void) snprintf(t, sizeof (t), "f");
+			else
+				(void) snprintf(t, sizeof (t), "f%u", g->flist);
+			break;
+		default:
+			(void) snprintf(t, sizeof (t), "?%u", g->type);
+			break;
+		}
+		n += (size_t)snprintf(line + n, cap - n, "%s%s:%" PRIu64 "+%"
+		    PRIu64, i ? "," : "", t, g->start, g->size);
+	}
+	return (n);
 }
 
 /* ------------------------------------------------------------ waiters */
@@ -704,18 +799,27 @@ check_unused(struct line *ln)
 
 /* ------------------------------------------------------------ ops */
 
-/* Run one ioctl op on the worker, print it, bind `newname' to the handle. */
+/*
+ * Run one ioctl op on the worker, print it, bind `newname' to the handle.
+ * rmap: a resource-map op whose line may carry the map's layout (the new
+ * map's, or the request's map).
+ */
 static void
-simple_op(struct result *res, const char *newname, enum objkind kind)
+simple_op(struct result *res, const char *newname, enum objkind kind,
+    int rmap)
 {
+	uint32_t map = rmap ? res->req.handle : 0;
+
 	run_budgeted(job_ioctl, res);
 	if (newname != NULL) {
 		struct name *n = name_bind(newname, kind);
 
 		n->handle = (res->rc == 0 && (res->req.valid & DDIH_V_HANDLE)) ?
 		    res->req.ohandle : 0;
+		if (rmap)
+			map = n->handle;
 	}
-	print_result(res);
+	print_result_map(res, map);
 }
 
 static void
@@ -730,7 +834,7 @@ op_rmallocmap(struct line *ln, uint32_t op)
 	    arg_u64(ln, "mapsize", &mapsize) != 0 || check_unused(ln) != 0)
 		return;
 	res.req.arg[0] = mapsize;
-	simple_op(&res, m, OBJ_MAP);
+	simple_op(&res, m, OBJ_MAP, 1);
 }
 
 static void
@@ -742,7 +846,7 @@ op_rmalloc(struct line *ln)
 	if (arg_handle(ln, "map", OBJ_MAP, 0, &res.req.handle) != 0 ||
 	    arg_u64(ln, "size", &res.req.arg[0]) != 0 || check_unused(ln) != 0)
 		return;
-	simple_op(&res, NULL, 0);
+	simple_op(&res, NULL, 0, 1);
 }
 
 #if defined(__sun)
@@ -814,6 +918,18 @@ waiter_settle(struct waiter *w)
 	}
 }
 
+/* waiter_settle for every background waiter still running. */
+static void
+waiters_settle_all(void)
+{
+	size_t i;
+
+	for (i = 0; i < nnames; i++) {
+		if (names[i].kind == OBJ_WAITER && names[i].w != NULL)
+			waiter_settle(names[i].w);
+	}
+}
+
 static void
 op_rmalloc_wait(struct line *ln)
 {
@@ -827,7 +943,7 @@ op_rmalloc_wait(struct line *ln)
 	    arg_u64(ln, "size", &res.req.arg[0]) != 0 || check_unused(ln) != 0)
 		return;
 	if (wname == NULL || strcmp(wname, "-") == 0) {
-		simple_op(&res, NULL, 0);
+		simple_op(&res, NULL, 0, 1);
 		return;
 	}
 	if (!valid_name(wname)) {
@@ -863,7 +979,7 @@ op_rmalloc_wait(struct line *ln)
 	if (res.rc < 0)
 		res.req.valid = 0;
 	res.rc = 0;
-	print_result(&res);
+	print_result_map(&res, res.req.handle);
 }
 
 static void
@@ -892,7 +1008,7 @@ op_join(struct line *ln)
 	}
 	(void) pthread_mutex_unlock(&mu);
 	(void) pthread_join(w->th, NULL);
-	print_result(&w->res);
+	print_result_map(&w->res, w->res.req.handle);
 	free(w);
 	n->w = NULL;
 }
@@ -908,7 +1024,7 @@ op_rmfree(struct line *ln)
 	    arg_u64(ln, "index", &res.req.arg[1]) != 0 ||
 	    check_unused(ln) != 0)
 		return;
-	simple_op(&res, NULL, 0);
+	simple_op(&res, NULL, 0, 1);
 }
 
 static void
@@ -920,7 +1036,7 @@ op_rmfreemap(struct line *ln)
 	if (arg_handle(ln, "map", OBJ_MAP, 0, &res.req.handle) != 0 ||
 	    check_unused(ln) != 0)
 		return;
-	simple_op(&res, NULL, 0);
+	simple_op(&res, NULL, 0, 0);
 }
 
 static void
@@ -935,7 +1051,7 @@ op_alloc(struct line *ln, uint32_t op)
 	    arg_u32(ln, "flags", &res.req.flags, 1, 0) != 0 ||
 	    check_unused(ln) != 0)
 		return;
-	simple_op(&res, b, OBJ_BUF);
+	simple_op(&res, b, OBJ_BUF, 0);
 }
 
 static void
@@ -947,7 +1063,7 @@ op_umem_free(struct line *ln)
 	if (arg_handle(ln, "buf", OBJ_BUF, 1, &res.req.handle) != 0 ||
 	    check_unused(ln) != 0)
 		return;
-	simple_op(&res, NULL, 0);
+	simple_op(&res, NULL, 0, 0);
 }
 
 static void
@@ -960,7 +1076,7 @@ op_kmem_free(struct line *ln)
 	    arg_u64(ln, "size", &res.req.arg[0]) != 0 ||
 	    check_unused(ln) != 0)
 		return;
-	simple_op(&res, NULL, 0);
+	simple_op(&res, NULL, 0, 0);
 }
 
 struct export_job {
@@ -1249,8 +1365,17 @@ main(int argc, char **argv)
 			budget_ms = (long)v;
 			continue;
 		}
+		if (strncmp(ln.op, "layout=", 7) == 0 && ln.nkv == 0) {
+			if (strcmp(ln.op + 7, "on") == 0)
+				layout_on = 1;
+			else if (strcmp(ln.op + 7, "off") == 0)
+				layout_on = 0;
+			else
+				protoerr("layout= needs on or off");
+			continue;
+		}
 		if (strcmp(ln.op, "reset") == 0 && ln.nkv == 0) {
-			do_reset();
+			do_reset();	/* keeps layout_on */
 			continue;
 		}
 		if (strchr(ln.op, '=') != NULL) {

@@ -1192,6 +1192,89 @@ op_rmap_state(struct th *t, uint32_t h, struct mmodel *m)
 		m_check_state(t, m, &r, "rmap_state");
 }
 
+/*
+ * RMAP_LAYOUT (a harness helper): a valid call on the own map (the counts
+ * must agree with the model: span sizes sum to total, free runs to avail),
+ * or a malformed one: too many entries or a reserved argument (EINVAL), an
+ * array the driver cannot write (EFAULT, no side effect).
+ */
+static void
+op_rmap_layout(struct th *t, uint32_t h, struct mmodel *m)
+{
+	static __thread struct ddih_seg segs[DDIH_LAYOUT_MAX];
+	struct ddih_req r;
+	const char *what;
+	int e, expect;
+
+	req_init(&r, DDIH_OP_RMAP_LAYOUT);
+	r.handle = h;
+	r.arg[0] = (uint64_t)(uintptr_t)segs;
+	r.arg[1] = rn(t, DDIH_LAYOUT_MAX + 1);
+	if (pct(t, 70)) {
+		uint64_t a, tot, sa = 0, st = 0, k;
+
+		if ((e = xioctl(t->fd, DDIH_IOC_RMAP, &r)) == STOP)
+			return;
+		account(t, C_VALID, e, 0, "rmap_layout", &r);
+		if (e != 0 || !m->exact || r.value > r.arg[1])
+			return;
+		for (k = 0; k < r.value; k++) {
+			if (segs[k].type == DDIH_SEG_SPAN)
+				st += segs[k].size;
+			else if (segs[k].type == DDIH_SEG_FREE)
+				sa += segs[k].size;
+		}
+#if !defined(__sun)
+		m_counters(m, &a, &tot);
+		if (sa != a || st != tot)
+			anomaly(t, "rmap_layout: free/span units %" PRIu64 "/%"
+			    PRIu64 ", model %" PRIu64 "/%" PRIu64, sa, st, a,
+			    tot);
+#else
+		(void) a; (void) tot; (void) sa; (void) st;
+#endif
+		return;
+	}
+	expect = EINVAL;
+	switch (rn(t, 6)) {
+	case 0:
+		r.arg[1] = DDIH_LAYOUT_MAX + 1 + rn(t, 1000);
+		what = "rmap_layout with too many entries";
+		break;
+	case 1:
+		r.arg[1] = ~(uint64_t)0 - rn(t, 4);
+		what = "rmap_layout with a huge count";
+		break;
+	case 2:
+		r.arg[2 + rn(t, 2)] = 1 + rn(t, 1000);
+		what = "rmap_layout with a reserved argument";
+		break;
+	case 3:
+		r.arg[0] = (uint64_t[]){ 0, 1 + rn(t, 4095),
+		    0xffffffff81000000ULL, 0x0000800000000000ULL }[rn(t, 4)];
+		r.arg[1] = 1 + rn(t, DDIH_LAYOUT_MAX);
+		expect = EFAULT;
+		what = "rmap_layout into a bad address";
+		break;
+	case 4:
+		r.arg[0] = (uint64_t)(uintptr_t)t->ro;
+		r.arg[1] = 1 + rn(t, DDIH_LAYOUT_MAX);
+		expect = EFAULT;
+		what = "rmap_layout into a read-only page";
+		break;
+	default:
+		r.arg[0] = (uint64_t)(uintptr_t)(t->guard + PG -
+		    sizeof (struct ddih_seg) * (1 + rn(t, 8)));
+		r.arg[1] = DDIH_LAYOUT_MAX;
+		expect = EFAULT;
+		what = "rmap_layout straddling a guard page";
+		break;
+	}
+	if ((e = xioctl(t->fd, DDIH_IOC_RMAP, &r)) == STOP)
+		return;
+	account(t, C_MAL, e, expect, what, &r);
+}
+
 /* The 4096-chunk cap of one map, on a throwaway map. */
 static void
 op_chunk_cap(struct th *t)
@@ -1274,6 +1357,9 @@ do_rmap(struct th *t)
 		break;
 	case 17:
 		op_rmfreemap(t, h, m);
+		break;
+	case 18:
+		op_rmap_layout(t, h, m);
 		break;
 	default:
 		op_rmap_state(t, h, m);
@@ -1788,8 +1874,8 @@ do_kmem(struct th *t)
 static const uint32_t all_ops[] = {
 	DDIH_OP_RMALLOCMAP, DDIH_OP_RMALLOCMAP_WAIT, DDIH_OP_RMALLOC,
 	DDIH_OP_RMALLOC_WAIT, DDIH_OP_RMFREE, DDIH_OP_RMFREEMAP,
-	DDIH_OP_RMAP_STATE, DDIH_OP_UMEM_ALLOC, DDIH_OP_UMEM_FREE,
-	DDIH_OP_UMEM_EXPORT, DDIH_OP_UMEM_CHECK, DDIH_OP_UMEM_FILL,
+	DDIH_OP_RMAP_STATE, DDIH_OP_RMAP_LAYOUT, DDIH_OP_UMEM_ALLOC,
+	DDIH_OP_UMEM_FREE, DDIH_OP_UMEM_EXPORT, DDIH_OP_UMEM_CHECK, DDIH_OP_UMEM_FILL,
 	DDIH_OP_KMEM_ALLOC, DDIH_OP_KMEM_ZALLOC, DDIH_OP_KMEM_FREE,
 };
 #define	NOPS	(sizeof (all_ops) / sizeof (all_ops[0]))
@@ -1805,7 +1891,7 @@ creates(uint32_t op)
 static uint8_t
 handle_type(uint32_t op)
 {
-	if (op >= DDIH_OP_RMALLOC && op <= DDIH_OP_RMAP_STATE)
+	if (op >= DDIH_OP_RMALLOC && op <= DDIH_OP_RMAP_LAYOUT)
 		return T_MAP;
 	if (op >= DDIH_OP_UMEM_FREE && op <= DDIH_OP_UMEM_FILL)
 		return T_UMEM;
@@ -1855,7 +1941,7 @@ op_header(struct th *t)
 		what = "wrong size";
 		break;
 	case 2:
-		r.op = (uint32_t[]){ 0, 8, 15, 21, 31, 35, 64, 0xffffffffu,
+		r.op = (uint32_t[]){ 0, 9, 15, 21, 31, 35, 64, 0xffffffffu,
 		    0x80000001u }[rn(t, 9)];
 		cmd = (unsigned long[]){ DDIH_IOC_RMAP, DDIH_IOC_UMEM,
 		    DDIH_IOC_KMEM }[rn(t, 3)];
@@ -1952,8 +2038,9 @@ op_bad_handle(struct th *t)
 {
 	static const uint32_t hops[] = {
 		DDIH_OP_RMALLOC, DDIH_OP_RMALLOC_WAIT, DDIH_OP_RMFREE,
-		DDIH_OP_RMFREEMAP, DDIH_OP_RMAP_STATE, DDIH_OP_UMEM_FREE,
-		DDIH_OP_UMEM_CHECK, DDIH_OP_UMEM_FILL, DDIH_OP_KMEM_FREE,
+		DDIH_OP_RMFREEMAP, DDIH_OP_RMAP_STATE, DDIH_OP_RMAP_LAYOUT,
+		DDIH_OP_UMEM_FREE, DDIH_OP_UMEM_CHECK, DDIH_OP_UMEM_FILL,
+		DDIH_OP_KMEM_FREE,
 	};
 	struct ddih_req r;
 	const char *why;

@@ -55,7 +55,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                       budget_ms=args.budget_ms, accel=args.accel, generate=args.generate or 0, seed=args.seed,
                       regressions=args.regressions, kmem_flags=args.kmem_flags, fault=args.fault,
                       jobs=args.jobs, shard=args.shard, run_budget=args.run_budget, shrink=not args.no_shrink,
-                      gate=args.gate, gate_debug=args.gate_debug, profile=args.profile)
+                      gate=args.gate, gate_debug=args.gate_debug, profile=args.profile,
+                      layout=not args.no_layout)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -181,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--guarded", action="store_true",
                    help="model the driver's guards: misuse is refused with EINVAL instead of "
                         "reaching the kernel (default: raw kernel semantics)")
+    m.add_argument("--explain", action="store_true",
+                   help="step by step, each resource map's whole layout after the step (spans as rows, "
+                        "allocated and free segments, vmem freelist classes, the segment an rmalloc took)")
     m.add_argument("--kmem-flags", type=lambda s: int(s, 0), default=None,
                    help="illumos kmem_flags to assume (e.g. 0xf); a trace's config overrides it")
     m.set_defaults(func=cmd_model)
@@ -251,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bound the whole run: traces not started in time are recorded as skipped")
     r.add_argument("--no-shrink", action="store_true",
                    help="do not shrink divergent traces into regressions/")
+    r.add_argument("--no-layout", action="store_true",
+                   help="do not compare each resource map's whole layout after every step (compared by "
+                        "default where the target can report it)")
     r.add_argument("--gate", metavar="DIR",
                    help="illumos-gate only: the illumos-gate checkout whose usr/src/uts/common/os/vmem.c and "
                         "rmap.c are built and run (default: $DDIH_ILLUMOS_GATE)")

@@ -40,6 +40,7 @@ class RunOptions:
     shrink: bool = True
     gate: str | None = None               # illumos-gate: the source tree (else $DDIH_ILLUMOS_GATE)
     gate_debug: bool = False              # illumos-gate: build with DEBUG (ASSERTs live)
+    layout: bool = True                   # compare each resource map's whole layout after every step
 
     def replace(self, **changes: Any) -> "RunOptions":
         return dataclasses.replace(self, **changes)

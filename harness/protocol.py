@@ -32,17 +32,20 @@ import re
 from typing import Any
 
 from harness.ops import FLAG_TABLES, U64
-from harness.trace import KINDS, Result, ResultKind, Step
+from harness.trace import KINDS, Layout, Result, ResultKind, Step
 
-__all__ = ["ProtocolError", "encode", "decode", "format_result", "CONTROL_RESET",
-           "control_budget", "RESULT_KEYS", "VMEM_KEYS"]
+__all__ = ["ProtocolError", "encode", "decode", "format_result", "CONTROL_RESET", "CONTROL_LAYOUT_ON",
+           "CONTROL_LAYOUT_OFF", "control_budget", "RESULT_KEYS", "VMEM_KEYS"]
 
 CONTROL_RESET = "reset"
 # The vmem kstat counters of an rmap arena (illumos port), in ddictl's order.
 VMEM_KEYS = ("mem_total", "mem_inuse", "alloc", "free", "fail", "wait", "contains")
 # Result keys in the order ddictl prints them.
 RESULT_KEYS = ("kind", "value", "errno", "offset", "zeroed", "type", "cookie_size",
-               "coherent", "avail", "total") + VMEM_KEYS
+               "coherent", "avail", "total") + VMEM_KEYS + ("layout",)
+# The control lines that turn the per-step layout of resource maps on and off.
+CONTROL_LAYOUT_ON = "layout=on"
+CONTROL_LAYOUT_OFF = "layout=off"
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _ERRNO_RE = re.compile(r"^E[A-Z0-9]+$")
@@ -203,7 +206,14 @@ def decode(line: str) -> Result:
         for k in VMEM_KEYS:
             state[k] = _uint(k, fields[k], line)
 
-    return Result(kind=kind, value=value, message=message, attrs=attrs, state=state)
+    layout = None
+    if "layout" in fields:
+        try:
+            layout = Layout.from_wire(fields["layout"])
+        except ValueError as e:
+            raise ProtocolError(f"{e} in {line!r}") from None
+
+    return Result(kind=kind, value=value, message=message, attrs=attrs, state=state, layout=layout)
 
 
 def format_result(result: Result) -> str:
@@ -230,4 +240,6 @@ def format_result(result: Result) -> str:
             parts.append(f"avail={st['avail']} total={st['total']}")
         if any(k in st for k in VMEM_KEYS):
             parts.extend(f"{k}={st[k]}" for k in VMEM_KEYS)
+    if result.layout is not None:
+        parts.append(f"layout={result.layout.wire()}")
     return " ".join(parts)

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
 
-from harness.protocol import CONTROL_RESET, ProtocolError, control_budget, decode, encode
+from harness.protocol import CONTROL_LAYOUT_ON, CONTROL_RESET, ProtocolError, control_budget, decode, encode
 from harness.trace import Result, ResultKind, Trace
 
 __all__ = ["Channel", "SessionMode", "SessionOutput", "DdictlSession"]
@@ -94,12 +94,13 @@ class DdictlSession:
     """
 
     def __init__(self, open_channel: Callable[[], Channel], command: str, budget_ms: int,
-                 dead: Callable[[], bool] = lambda: False) -> None:
+                 dead: Callable[[], bool] = lambda: False, layout: bool = False) -> None:
         control_budget(budget_ms)  # validates: a bad budget fails here, not in the guest
         self.open_channel = open_channel
         self.command = command
         self.budget_ms = budget_ms
         self.dead = dead
+        self.layout = layout  # ask for each resource map's whole layout after every step
         self._lines: dict[str, tuple[Trace, list[str]]] = {}  # a trace resent after a break is not re-encoded
 
     def lines(self, trace: Trace) -> list[str]:
@@ -112,6 +113,10 @@ class DdictlSession:
         return lines
 
     # ------------------------------------------------------------ helpers
+    def _controls(self) -> list[str]:
+        """The control lines a conversation starts with."""
+        return [control_budget(self.budget_ms)] + ([CONTROL_LAYOUT_ON] if self.layout else [])
+
     def _hang_note(self, step: int) -> str:
         return f"killed after {self.budget_ms / 1000:g} s in step {step}"
 
@@ -152,7 +157,7 @@ class DdictlSession:
         Raises ProtocolError (before anything is sent) for a step that cannot
         be encoded.
         """
-        lines = [control_budget(self.budget_ms)]
+        lines = self._controls()
         for t in traces:
             lines += self.lines(t)
             lines.append(CONTROL_RESET)
@@ -232,7 +237,7 @@ class DdictlSession:
             return out
         try:
             chan.settimeout(0.05)
-            chan.sendall((control_budget(self.budget_ms) + "\n").encode())
+            chan.sendall(("\n".join(self._controls()) + "\n").encode())
             buf = b""
             for line in lines:
                 chan.sendall((line + "\n").encode())

@@ -37,7 +37,8 @@ from typing import Any
 
 from harness.ops import FLAG_TABLES, OPS, OpSpec
 
-__all__ = ["ResultKind", "KINDS", "TERMINAL_KINDS", "Result", "Expect", "Step", "Trace"]
+__all__ = ["ResultKind", "KINDS", "TERMINAL_KINDS", "Result", "Seg", "Layout", "LAYOUT_LISTED", "Expect", "Step",
+           "Trace"]
 
 
 class ResultKind(enum.StrEnum):
@@ -62,6 +63,79 @@ TERMINAL_KINDS = (ResultKind.PANIC.value, ResultKind.HANG.value, ResultKind.UNDE
 _KIND = {k.value: k for k in ResultKind}
 
 
+LAYOUT_LISTED = 64  # a layout lists at most this many segments, and counts them all
+
+
+@dataclass(frozen=True, slots=True)
+class Seg:
+    """One piece of a resource map, in the map's own units (never a kernel address).
+
+    ``kind``: ``span`` (an illumos span, a Linux gen_pool chunk), ``alloc`` or ``free``;
+    ``flist``: for a free illumos segment, the vmem freelist it sits on (highbit(size) - 1).
+    """
+
+    kind: str
+    start: int
+    size: int
+    flist: int | None = None
+
+    def wire(self) -> str:
+        t = {"span": "s", "alloc": "a"}.get(self.kind) or ("f" if self.flist is None else f"f{self.flist}")
+        return f"{t}:{self.start}+{self.size}"
+
+    @classmethod
+    def from_wire(cls, text: str) -> "Seg":
+        t, _, rest = text.partition(":")
+        start, plus, size = rest.partition("+")
+        if not plus or not start.isdigit() or not size.isdigit():
+            raise ValueError(f"segment {text!r} is not TYPE:START+SIZE")
+        if t == "s":
+            return cls("span", int(start), int(size))
+        if t == "a":
+            return cls("alloc", int(start), int(size))
+        if t == "f" or (t[:1] == "f" and t[1:].isdigit()):
+            return cls("free", int(start), int(size), int(t[1:]) if len(t) > 1 else None)
+        raise ValueError(f"segment {text!r}: type {t!r} is not s, a, f or f<k>")
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A map's whole layout after a step: spans (chunks) in list order, each followed by its
+    segments in address order; the first LAYOUT_LISTED are listed, ``total`` counts them all."""
+
+    total: int
+    segs: tuple[Seg, ...]
+
+    def wire(self) -> str:
+        return f"{self.total}:" + ",".join(s.wire() for s in self.segs)
+
+    @classmethod
+    def from_wire(cls, text: str) -> "Layout":
+        total, colon, rest = text.partition(":")
+        if not colon or not total.isdigit():
+            raise ValueError(f"layout {text!r} is not TOTAL:SEG,...")
+        segs = tuple(Seg.from_wire(t) for t in rest.split(",")) if rest else ()
+        if len(segs) > LAYOUT_LISTED or len(segs) > int(total) or \
+                (len(segs) < int(total) and len(segs) != LAYOUT_LISTED):
+            raise ValueError(f"layout {text[:60]!r}: {len(segs)} segments listed of {total}")
+        return cls(int(total), segs)
+
+    def difference(self, other: "Layout") -> tuple[str, str] | None:
+        """Where two layouts first part: (this side, the other side), each naming the segment
+        by its number in the walk; None when they agree."""
+        for i, (a, b) in enumerate(zip(self.segs, other.segs)):
+            if a != b:
+                return f"segment {i + 1} {a.wire()}", f"segment {i + 1} {b.wire()}"
+        n = min(len(self.segs), len(other.segs))
+        if len(self.segs) != len(other.segs):
+            mine = self.segs[n].wire() if len(self.segs) > n else "(none)"
+            theirs = other.segs[n].wire() if len(other.segs) > n else "(none)"
+            return f"segment {n + 1} {mine}", f"segment {n + 1} {theirs}"
+        if self.total != other.total:
+            return f"{self.total} segments", f"{other.total} segments"
+        return None
+
+
 @dataclass(slots=True)
 class Result:
     kind: ResultKind
@@ -72,6 +146,7 @@ class Result:
     note: str | None = None
     state: dict[str, int] | None = None
     excerpt: str | None = None  # console lines around a panic (the kernel's own text)
+    layout: Layout | None = None  # the map's whole layout after the step, when asked for
 
     def __post_init__(self) -> None:
         if self.kind.__class__ is ResultKind:
@@ -103,6 +178,8 @@ class Result:
             out["note"] = self.note
         if self.excerpt:
             out["excerpt"] = self.excerpt
+        if self.layout is not None:
+            out["layout"] = self.layout.wire()
         return out
 
     @classmethod
@@ -116,6 +193,7 @@ class Result:
             note=data.get("note"),
             state=data.get("state"),
             excerpt=data.get("excerpt"),
+            layout=Layout.from_wire(data["layout"]) if data.get("layout") is not None else None,
         )
 
     def short(self) -> str:

@@ -37,6 +37,20 @@
  *                                reports the map's counters (ddictl uses
  *                                it after starting a background waiter).
  *                                out: kind OK, avail/total or ctr[]
+ *   RMAP_LAYOUT                  handle = map, a0 = user address of an
+ *                                array of struct ddih_seg (a 64-bit
+ *                                integer, not a pointer field), a1 = its
+ *                                length in entries (0..DDIH_LAYOUT_MAX;
+ *                                a0 is not used when a1 is 0); a2, a3,
+ *                                soff and flags must be 0.  Calls no
+ *                                routine: walks the map's segments (the
+ *                                vmem arena list / the gen_pool chunks,
+ *                                see struct ddih_seg) under the map's
+ *                                lock and writes the first min(total, a1)
+ *                                of them.  out: kind VALUE, value = total
+ *                                (how many segments there are in all).
+ *                                An a0 that cannot be written gives
+ *                                EFAULT (the op has no side effect).
  *
  *   Map counters: the Linux port reports avail/total (DDIH_V_STATE); the
  *   illumos port reports the arena's vmem kstat counters in ctr[]
@@ -73,7 +87,9 @@
  * for both.  Drivers may copy a 32-bit caller's request as is.
  *
  * Version history: 1 (136 bytes); 2 adds ctr[] / DDIH_V_VMEM and
- * RMAP_STATE (192 bytes).
+ * RMAP_STATE (192 bytes).  RMAP_LAYOUT (op 8, struct ddih_seg) was added
+ * within version 2: the request is unchanged, and a driver without it
+ * refuses op 8 with EINVAL like any unknown op.
  */
 
 #ifndef	_DDIH_IOCTL_H
@@ -115,6 +131,7 @@ extern "C" {
 #define	DDIH_OP_RMFREE		5
 #define	DDIH_OP_RMFREEMAP	6
 #define	DDIH_OP_RMAP_STATE	7	/* harness helper: counters only */
+#define	DDIH_OP_RMAP_LAYOUT	8	/* harness helper: the map's segments */
 #define	DDIH_OP_UMEM_ALLOC	16
 #define	DDIH_OP_UMEM_FREE	17
 #define	DDIH_OP_UMEM_EXPORT	18
@@ -208,6 +225,38 @@ struct ddih_req {
 
 /* The layout is part of the ABI: 192 bytes, 8-byte aligned fields. */
 typedef char ddih_req_size_check[(sizeof (struct ddih_req) == 192) ? 1 : -1];
+
+/*
+ * One segment of a map's layout (RMAP_LAYOUT), in the map's own units:
+ * never a kernel address.  size is end - start modulo 2^64 (a span may end
+ * at or wrap past 2^64 on illumos).  Order:
+ *   illumos: the arena's segment list from vm_seg0 along vs_anext, as it
+ *     is: each span (SPAN, in creation order) followed by the ALLOC and
+ *     FREE segments inside it in address order (vmem's rotor and walker
+ *     markers are skipped).  FREE segments carry the vmem freelist they
+ *     are on, highbit(size) - 1 = floor(log2(size)).
+ *   Linux: each gen_pool chunk in the pool's list order (newest first)
+ *     as a SPAN (start, units), then the maximal runs of allocated (ALLOC)
+ *     and free (FREE) units inside it in address order.  No freelists:
+ *     flist is DDIH_SEG_NOLIST.
+ * flist is DDIH_SEG_NOLIST for SPAN and ALLOC segments on both ports.
+ * ddictl prints a layout as `layout=<total>:<type>:<start>+<size>,...'
+ * with type s (SPAN), a (ALLOC), f<flist> or f (FREE without a freelist).
+ */
+#define	DDIH_LAYOUT_MAX		64	/* entries one RMAP_LAYOUT returns */
+#define	DDIH_SEG_SPAN		1
+#define	DDIH_SEG_ALLOC		2
+#define	DDIH_SEG_FREE		3
+#define	DDIH_SEG_NOLIST		0xffffffffu
+
+struct ddih_seg {
+	uint64_t	start;		/* first unit */
+	uint64_t	size;		/* units (end - start mod 2^64) */
+	uint32_t	type;		/* DDIH_SEG_* */
+	uint32_t	flist;		/* FREE: vmem freelist; else NOLIST */
+};
+
+typedef char ddih_seg_size_check[(sizeof (struct ddih_seg) == 24) ? 1 : -1];
 
 /* One ioctl number per op family (type 'D'). */
 #define	DDIH_IOC_TYPE		'D'

@@ -71,4 +71,9 @@ def compare(predicted: Result, observed: Result, strict_warnings: bool = True) -
         for key, want in predicted.state.items():
             if key in observed.state and observed.state[key] != want:
                 out.append(Mismatch(f"state.{key}", want, observed.state[key]))
+    if predicted.layout is not None and observed.layout is not None:
+        # the whole map: two maps can agree on every value and counter and still differ here
+        where = predicted.layout.difference(observed.layout)
+        if where is not None:
+            out.append(Mismatch("layout", *where))
     return out

@@ -132,7 +132,7 @@ def text(r: RunDiff, markdown: bool = False) -> str:
     out: list[str] = []
     if markdown:
         icon = ":x:" if r.new else ":white_check_mark:"
-        out += [f"## ddi-harness: what changed since the last run", "", f"{icon} **{head}**", "",
+        out += ["## ddi-harness: what changed since the last run", "", f"{icon} **{head}**", "",
                 "| | before | now |", "|---|---|---|"]
         for k in ("traces run", "steps", "divergences", "started"):
             out.append(f"| {k} | {b.get(k)} | {a.get(k)} |")

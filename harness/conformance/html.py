@@ -29,6 +29,7 @@ td.dep{background:#fff4d6} td.same{color:#777}
 .ok{color:#15803d;font-weight:600} .bad{color:#b91c1c;font-weight:600} .skip{color:#777}
 details{margin:.3em 0} summary{cursor:pointer} pre{background:#f7f7f7;padding:.5em;white-space:pre-wrap}
 .kv td:first-child{font-weight:600}
+.lay svg{margin:2px 0}
 """
 
 
@@ -113,8 +114,9 @@ def render(doc: dict[str, Any], traces: Iterable[Trace] = ()) -> str:
         mark = "<span class='bad'>DIVERGES</span>" if diverged else "<span class='ok'>ok</span>"
         out.append(f"<details{' open' if diverged else ''}><summary>{mark} {_e(t['name'])} "
                    f"({len(t['steps'])} steps, {_e(t['end'])})</summary>")
+        drawn = _drawn_steps(t["steps"], first)
         out.append("<table><tr><th>#</th><th>call</th><th>model</th><th>kernel</th><th>manual pages</th>"
-                   "<th>verdict</th></tr>")
+                   "<th>verdict</th>" + ("<th>layout (kernel)</th>" if drawn else "") + "</tr>")
         for s in t["steps"]:
             cls = "first" if s["index"] == first else ("div" if s["mismatches"] or s["expect_failures"] else "")
             verdict = "; ".join(s["mismatches"] + s["expect_failures"]) or "ok"
@@ -122,7 +124,8 @@ def render(doc: dict[str, Any], traces: Iterable[Trace] = ()) -> str:
             out.append(f"<tr class='{cls}'><td>{s['index']}</td><td class='c'>{_e(s['call'])}</td>"
                        f"<td class='c'>{_e(_res(s['predicted']))}</td><td class='c'>{_e(_res(s['observed']))}</td>"
                        f"<td class='c{' dep' if dep else ''}'>{_e(_res(s.get('documented')))}"
-                       f"{'<br>departs: ' + _e(dep) if dep else ''}</td><td class='c'>{_e(verdict)}</td></tr>")
+                       f"{'<br>departs: ' + _e(dep) if dep else ''}</td><td class='c'>{_e(verdict)}</td>"
+                       + (f"<td>{_layout_cell(s)}</td>" if drawn else "") + "</tr>")
         out.append("</table>")
         for s in t["steps"]:
             obs = s.get("observed") or {}
@@ -140,6 +143,31 @@ def render(doc: dict[str, Any], traces: Iterable[Trace] = ()) -> str:
         out.append(cross_model_table(traces))
     out.append("</body></html>")
     return "\n".join(out)
+
+
+MAX_DRAWN = 60  # a trace longer than this gets pictures only around its first divergence
+
+
+def _drawn_steps(steps: list[dict[str, Any]], first: int | None) -> set[int]:
+    """The steps whose layout is drawn: all of a short trace, else those near the divergence."""
+    have = {s["index"] for s in steps if (s.get("observed") or {}).get("layout") is not None}
+    if len(steps) <= MAX_DRAWN:
+        return have
+    return {i for i in have if first is not None and first - 2 <= i <= first + 1}
+
+
+def _layout_cell(s: dict[str, Any]) -> str:
+    from harness.conformance.layoutview import side_by_side, svg
+    from harness.trace import Layout
+
+    obs, pred = s.get("observed") or {}, s.get("predicted") or {}
+    if obs.get("layout") is None:
+        return ""
+    kernel = Layout.from_wire(obs["layout"])
+    taken = obs.get("value") if s["op"] in ("rmalloc", "rmalloc_wait") and obs.get("kind") == "value" else None
+    if pred.get("layout") is not None and any(m.startswith("layout") for m in s["mismatches"]):
+        return side_by_side(Layout.from_wire(pred["layout"]), kernel, taken)
+    return svg(kernel, taken)
 
 
 def cross_model_table(traces: list[Trace]) -> str:

@@ -23,10 +23,10 @@ class CheckedRun:
     failures: list[tuple[int, list[Mismatch]]] = field(default_factory=list)  # (step number, mismatches)
 
 
-def run_model(traces: list[Trace], model: str, base: ModelConfig) -> list[CheckedRun]:
+def run_model(traces: list[Trace], model: str, base: ModelConfig, layout: bool = False) -> list[CheckedRun]:
     out = []
     for trace in traces:
-        run = run_trace(build(model, base.with_trace(trace)), trace, with_state=True)
+        run = run_trace(build(model, base.with_trace(trace)), trace, with_state=True, with_layout=layout)
         checked = CheckedRun(run)
         for s in run.steps:
             exp = s.step.expect.get(model)
@@ -56,7 +56,7 @@ def model_command(args: argparse.Namespace) -> int:
     if args.kmem_flags is not None:
         base = ModelConfig(kmem_flags=args.kmem_flags, destructive=not args.guarded)
     try:
-        checked = run_model(traces, args.model, base)
+        checked = run_model(traces, args.model, base, layout=args.explain)
     except ModuleNotFoundError as e:
         print(f"error: model {args.model!r} is not available ({e})", file=sys.stderr)
         return 2
@@ -69,6 +69,8 @@ def model_command(args: argparse.Namespace) -> int:
             doc["traces"].append(entry)
         json.dump(doc, sys.stdout, indent=1)
         print()
+    elif args.explain:
+        print_explained(checked)
     else:
         print_tables(checked, args.detail)
     failed = [c for c in checked if c.failures]
@@ -78,6 +80,31 @@ def model_command(args: argparse.Namespace) -> int:
             print(f"expect failed: {c.run.trace.name} step {num}: {step.call_text()}: "
                   + "; ".join(map(str, mm)), file=sys.stderr)
     return 1 if failed else 0
+
+
+def print_explained(checked: list[CheckedRun]) -> None:
+    """Step by step, what each call did to the map: its result, then the whole layout (spans as
+    rows, ``[a START+SIZE]`` allocated, ``[fK START+SIZE]`` free on vmem freelist K, ``*`` the
+    segment the step allocated) -- what instant fit saw, without reading vmem.c."""
+    from harness.conformance.layoutview import text
+
+    for c in checked:
+        run = c.run
+        print(f"== {run.trace.name} ({run.model} model, {run.end})")
+        if run.trace.about:
+            print(f"   {run.trace.about}")
+        for s in run.steps:
+            res = s.result
+            print(f"{s.index:>4}  {s.step.call_text()} -> {res.short()}")
+            for w in res.warnings:
+                print(f"        {w}")
+            if res.note:
+                print(f"        ({res.note})")
+            if res.layout is not None:
+                taken = res.value if s.step.op in ("rmalloc", "rmalloc_wait") and res.value else None
+                for line in text(res.layout, taken):
+                    print(f"        {line}")
+        print()
 
 
 def print_tables(checked: list[CheckedRun], detail: bool) -> None:

@@ -310,6 +310,8 @@ def run_one(target: Target, trace: Trace, destructive: bool, budget_ms: int,
         if predicted.state is None and "map" in step.args and step.op != "rmfreemap":
             predicted.state = model.state(step.args["map"])
         obs = observed[i] if i < len(observed) else None
+        if obs is not None and obs.layout is not None and predicted.layout is None and "map" in step.args:
+            predicted.layout = model.layout(step.args["map"])  # compared only where the kernel gave one
         sr = StepRecord(i + 1, step.op, step.call_text(), predicted.to_json(),
                         obs.to_json() if obs else None)
         sr.documented = allowed.to_json()

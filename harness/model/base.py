@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from harness.trace import Step, Trace
+from harness.trace import Layout, Step, Trace
 from harness.model.outcome import Result
 
 
@@ -48,6 +48,10 @@ class Model(Protocol):
 
     def state(self, map_name: str) -> dict[str, int] | None: ...
 
+    def layout(self, map_name: str) -> Layout | None:
+        """The map's whole layout (harness.trace.Layout), or None where the model has none."""
+        ...
+
 
 ModelFactory = Callable[[ModelConfig], Model]
 
@@ -81,16 +85,16 @@ class TraceRun:
         }
 
 
-def run_trace(model: Model, trace: Trace, with_state: bool = False) -> TraceRun:
-    """Run every step in order; stop after a panic or a hang."""
+def run_trace(model: Model, trace: Trace, with_state: bool = False, with_layout: bool = False) -> TraceRun:
+    """Run every step in order; stop after a panic or a hang.  ``with_state`` / ``with_layout``
+    attach the map's counters / whole layout after each resource-map step."""
     run = TraceRun(trace=trace, model=model.name)
     for i, step in enumerate(trace.steps, 1):
         result = model.step(step)
         if with_state and "map" in step.args and result.state is None:
-            st = model.state(step.args["map"])
-            if st is not None:
-                result = Result(result.kind, result.value, result.message, result.warnings,
-                                result.attrs, result.note, st)
+            result.state = model.state(step.args["map"])
+        if with_layout and "map" in step.args and result.layout is None:
+            result.layout = model.layout(step.args["map"])
         run.steps.append(StepRun(i, step, result))
         if result.terminal:
             break

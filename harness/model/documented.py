@@ -86,6 +86,9 @@ class DocumentedModel:
         m = self.maps.get(map_name)
         return m.state() if m else None
 
+    def layout(self, map_name: str) -> None:
+        return None  # the manual pages say nothing of a layout
+
     def step(self, step: Step) -> Result:
         a, op = step.args, step.op
         if op in ("rmallocmap", "rmallocmap_wait"):

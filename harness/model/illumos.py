@@ -9,7 +9,8 @@ with EINVAL and nothing changes.
 
 from __future__ import annotations
 
-from harness.trace import Step
+from harness.trace import LAYOUT_LISTED, Layout, Step
+from harness.trace import Seg as LSeg
 from harness.model import outcome as R
 from harness.model.base import ModelConfig
 from harness.model.kmem import KmemState
@@ -40,6 +41,13 @@ class IllumosModel:
     def state(self, map_name: str) -> dict[str, int] | None:
         vm = self.rmap.maps.get(map_name)
         return vm.counters() if vm is not None else None
+
+    def layout(self, map_name: str) -> Layout | None:
+        vm = self.rmap.maps.get(map_name)
+        if vm is None or vm.undefined is not None:
+            return None  # gone, or outside what the model follows
+        total, segs = vm.layout(LAYOUT_LISTED)
+        return Layout(total, tuple(LSeg(*s) for s in segs))
 
     def step(self, step: Step) -> Result:
         a = step.args

@@ -37,7 +37,8 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from harness.trace import Step
+from harness.trace import LAYOUT_LISTED, Layout, Step
+from harness.trace import Seg as LSeg
 from harness.model.base import ModelConfig
 from harness.model.outcome import Result
 from harness.ops import DEVMAP_FLAGS, PROT_FLAGS, UMEM_FLAGS
@@ -221,6 +222,26 @@ class GenPool:
 
     def counters(self) -> dict[str, int]:
         return {"avail": self.avail(), "total": self.size()}
+
+    def layout(self, listed: int = LAYOUT_LISTED) -> Layout:
+        """Each chunk as the pool's list walks it (newest first: gen_pool_add puts a chunk at the
+        head), then its runs of allocated and free units in address order."""
+        out: list[LSeg] = []
+        total = 0
+        for c in self.newest_first():
+            runs: list[LSeg] = []
+            prev = 0
+            for s, e in zip(c.starts, c.ends):
+                if s > prev:
+                    runs.append(LSeg("free", (c.start + prev) % M, s - prev))
+                runs.append(LSeg("alloc", (c.start + s) % M, e - s))
+                prev = e
+            if c.size > prev:
+                runs.append(LSeg("free", (c.start + prev) % M, c.size - prev))
+            total += 1 + len(runs)
+            out.append(LSeg("span", c.start, c.size))
+            out.extend(runs)
+        return Layout(total, tuple(out[:listed]))
 
     def has_addr(self, start: int, size: int) -> bool:
         end = (start + size - 1) % M
@@ -476,6 +497,12 @@ class LinuxModel:
         if m is None or not m.live:
             return None
         return m.pool.counters()
+
+    def layout(self, map_name: str) -> Layout | None:
+        m = self.maps.get(map_name)
+        if m is None or not m.live:
+            return None
+        return m.pool.layout()
 
     # ------------------------------------------------------------ helpers
 

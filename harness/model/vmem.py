@@ -51,14 +51,15 @@ class VmemUndefined(Exception):
 
 
 class Seg:
-    __slots__ = ("start", "end", "free", "prev", "next")
+    __slots__ = ("start", "end", "free", "prev", "next", "span")
 
-    def __init__(self, start: int, end: int, free: bool) -> None:
+    def __init__(self, start: int, end: int, free: bool, span: "Span | None" = None) -> None:
         self.start = start
         self.end = end
         self.free = free
         self.prev: Seg | None = None  # address-ordered neighbours within the span
         self.next: Seg | None = None
+        self.span = span  # the span it lies in (its first segment is span.head)
 
     @property
     def size(self) -> int:
@@ -68,10 +69,11 @@ class Seg:
         return f"Seg({self.start}, {self.end}, {'FREE' if self.free else 'ALLOC'})"
 
 
-@dataclass
+@dataclass(eq=False)
 class Span:
     start: int
     end: int  # exclusive, wraps to 0 at the top of the address space
+    head: "Seg | None" = None  # its first segment: the walk of layout() starts there
 
 
 def highbit(x: int) -> int:
@@ -108,7 +110,7 @@ class Vmem:
         self.sleeping: list = []
         self.woken: list = []
         self.undefined: str | None = None  # why the next operation is outside the model
-
+        self.nsegs = 0  # segments (free and allocated) in all spans, for layout()
     def check_defined(self) -> None:
         """Raise VmemUndefined when an earlier operation left the arena outside the model."""
         if self.undefined is not None:
@@ -172,9 +174,12 @@ class Vmem:
         if self.debug:  # vmem_add(): ASSERT(!vmem_contains(vmp, vaddr, size)) counts in `contains`
             self.contains += 1
         end = (addr + size) & MASK
-        self.spans.append(Span(addr, end))
+        span = Span(addr, end)
+        self.spans.append(span)
         self._index_span(addr, (end - 1) & MASK)
-        seg = Seg(addr, end, True)
+        seg = Seg(addr, end, True, span)
+        span.head = seg
+        self.nsegs += 1
         self._fl_insert(seg)
         self.mem_total += size
 
@@ -239,17 +244,21 @@ class Vmem:
         old = (seg.end - addr) & MASK
         rem = old - size
         if (old ^ rem) < (old & rem):  # P2SAMEHIGHBIT: the remainder stays in its class
-            new = Seg(addr, (addr + size) & MASK, False)
+            new = Seg(addr, (addr + size) & MASK, False, seg.span)
             new.prev, new.next = seg.prev, seg
             if seg.prev is not None:
                 seg.prev.next = new
+            else:
+                seg.span.head = new
             seg.prev = new
+            self.nsegs += 1
             seg.start = new.end
             self._hash_insert(new)
         else:
             self._fl_delete(seg)
             if rem:
-                tail = Seg((addr + size) & MASK, seg.end, True)
+                tail = Seg((addr + size) & MASK, seg.end, True, seg.span)
+                self.nsegs += 1
                 tail.prev, tail.next = seg, seg.next
                 if seg.next is not None:
                     seg.next.prev = tail
@@ -291,6 +300,7 @@ class Vmem:
         nxt = seg.next
         if nxt is not None and nxt.free:
             self._fl_delete(nxt)
+            self.nsegs -= 1
             seg.end = nxt.end
             seg.next = nxt.next
             if nxt.next is not None:
@@ -298,6 +308,7 @@ class Vmem:
         prv = seg.prev
         if prv is not None and prv.free:
             self._fl_delete(prv)
+            self.nsegs -= 1
             prv.end = seg.end
             prv.next = seg.next
             if seg.next is not None:
@@ -317,6 +328,23 @@ class Vmem:
             "wait": self.wait,
             "contains": self.contains,
         }
+
+    def layout(self, listed: int = 64) -> tuple[int, list[tuple[str, int, int, int | None]]]:
+        """The arena's segment list as vmem walks it (vm_seg0 via vs_anext): each span in
+        creation order, then its segments in address order.  The first ``listed`` entries as
+        (kind, start, size, freelist), and how many there are in all."""
+        out: list[tuple[str, int, int, int | None]] = []
+        for span in self.spans:
+            if len(out) >= listed:
+                break
+            out.append(("span", span.start, (span.end - span.start) & MASK, None))
+            seg = span.head
+            while seg is not None and len(out) < listed:
+                size = (seg.end - seg.start) & MASK
+                out.append(("free", seg.start, size, size.bit_length() - 1) if seg.free
+                           else ("alloc", seg.start, size, None))
+                seg = seg.next
+        return len(self.spans) + self.nsegs, out
 
     def free_segments(self) -> list[tuple[int, int]]:
         """Every free segment as (start, size), for property tests."""

@@ -13,6 +13,8 @@ between targets is declared, not discovered:
                   driver cannot see which kmem cache served a buffer)
     families      the op families it can run (harness/ops.py); a trace that
                   needs another is skipped, and the report says why
+    reports_layout  it can report a resource map's whole layout after each
+                  step (compared with the model's: the ``layout`` verdict)
     debug_kernel  True/False when the target knows whether its kernel is a
                   DEBUG build: a trace written for the other kind is skipped;
                   None when it cannot tell (a guest's kernel)
@@ -119,6 +121,8 @@ class Target(abc.ABC):
     unobservable: ClassVar[frozenset[tuple[str, str]]] = frozenset()
     families: ClassVar[frozenset[str]] = frozenset({"rmap", "umem", "kmem"})
     debug_kernel: bool | None = None
+    reports_layout: ClassVar[bool] = False  # can give a resource map's whole layout after each step
+    layout: bool = False                    # this run asks for it (RunOptions.layout)
     facts: Facts
     destructive: bool = False
 
@@ -228,7 +232,8 @@ class DdictlTarget(Target):
 
     # ------------------------------------------------------------ ops
     def _session(self, budget_ms: int) -> DdictlSession:
-        return DdictlSession(self._open_channel, self.ddictl_command(), budget_ms, self._dead)
+        return DdictlSession(self._open_channel, self.ddictl_command(), budget_ms, self._dead,
+                             layout=self.layout and self.reports_layout)
 
     def run_trace(self, trace: Trace, budget_ms: int) -> list[Result]:
         """Rule 1: a batch, rerun in lockstep on a fresh guest when it ends in a panic."""

@@ -180,6 +180,7 @@ class GateTarget(DdictlTarget):
     os = "illumos"
     console_os = "illumos"
     streaming = True
+    reports_layout = True  # the layout=on control line: each map's whole layout after every step
     # kmem, umem and devmap need a live kernel (page tables, a segment driver, the kmem caches'
     # magazines and CPUs): the runner refuses them, and the runner skips such traces
     families = frozenset({"rmap"})
@@ -201,7 +202,9 @@ class GateTarget(DdictlTarget):
 
     @classmethod
     def from_options(cls, name, options, workdir, *, log=lambda s: None, progress=None) -> "GateTarget":
-        return cls(workdir, gate=options.gate, debug=options.gate_debug, log=log, progress=progress)
+        t = cls(workdir, gate=options.gate, debug=options.gate_debug, log=log, progress=progress)
+        t.layout = options.layout
+        return t
 
     def prepare(self) -> None:
         src = find_gate(self.gate, self.progress)

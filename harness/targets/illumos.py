@@ -201,6 +201,7 @@ class IllumosTarget(GuestTarget):
     model_name = "illumos"
     os = "illumos"
     console_os = "illumos"
+    reports_layout = True  # the layout=on control line: each map's whole layout after every step
     # rmalloc_wait sleeps in cv_wait, which no signal interrupts: the thread (and the driver)
     # can never be released, so after a hang the guest is replaced before the next trace
     hang_replaces_guest = True
@@ -231,8 +232,10 @@ class IllumosTarget(GuestTarget):
 
     @classmethod
     def from_options(cls, name, options, workdir, *, log=lambda s: None, progress=None) -> "IllumosTarget":
-        return cls(workdir, distro=name, destructive=options.destructive, accel=options.accel, log=log,
-                   progress=progress, kmem_flags=options.kmem_flags)
+        t = cls(workdir, distro=name, destructive=options.destructive, accel=options.accel, log=log,
+                progress=progress, kmem_flags=options.kmem_flags)
+        t.layout = options.layout
+        return t
 
     def reload(self, fault: str | None = None, destructive: bool | None = None) -> None:
         """A new driver mode needs a new guest: ddih.conf is read at attach (no fault injection)."""

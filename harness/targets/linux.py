@@ -75,6 +75,7 @@ class LinuxTarget(GuestTarget):
     os = "linux"
     console_os = "linux"
     streaming = True
+    reports_layout = True  # the layout=on control line: each map's whole layout after every step
     reloadable = True
     faults = frozenset({"rmfree_off_by_one", "umem_not_zeroed", "kmem_bad_offset", "wait_never_woken"})
 
@@ -92,8 +93,10 @@ class LinuxTarget(GuestTarget):
 
     @classmethod
     def from_options(cls, name, options, workdir, *, log=lambda s: None, progress=None) -> "LinuxTarget":
-        return cls(workdir, destructive=options.destructive, accel=options.accel, log=log, progress=progress,
-                   fault=options.fault)
+        t = cls(workdir, destructive=options.destructive, accel=options.accel, log=log, progress=progress,
+                fault=options.fault)
+        t.layout = options.layout
+        return t
 
     @property
     def pauses_on_panic(self) -> bool:

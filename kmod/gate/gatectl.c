@@ -19,6 +19,20 @@
  * where the counters are " mem_total=N mem_inuse=N alloc=N free=N fail=N
  * wait=N contains=N", the arena's vmem kstat read from vm_kstat.
  *
+ * Layout: after the control line `layout=on' (until `layout=off'; reset
+ * keeps it; default off) every result line above except rmfreemap's, when
+ * its map is alive, ends with the arena's whole layout, as ddictl prints
+ * it from RMAP_LAYOUT (kmod/ddih_ioctl.h, struct ddih_seg):
+ *
+ *   layout=<total>:<seg>,<seg>,...   (at most 64 listed; `layout=0:' when
+ *                                     the arena has no segment)
+ *   <seg> = <type>:<start>+<size>, type s (span), a (allocated) or f<k>
+ *           (free, on vmem freelist k = highbit(size) - 1), numbers in
+ *           decimal map units, size = end - start mod 2^64
+ *
+ * in the order of the arena list (vm_seg0, vs_anext), read under vm_lock
+ * when the line is printed (for join: when the join line is printed).
+ *
  * Differences from ddictl, all because there is no driver in between:
  *   - a map name that was freed (rmfreemap) or whose creation returned
  *     NULL gives kind=error errno=EBADF, as the driver's handle lookup does;
@@ -62,6 +76,10 @@
 #define	POLL_NS		100000L		/* 100 us */
 
 static long budget_ms = 10000;
+static int layout_on;			/* `layout=on' */
+
+#define	LAYOUT_MAX	64		/* segments listed (DDIH_LAYOUT_MAX) */
+#define	LINE_MAX_	4096
 
 /* ------------------------------------------------------------ output */
 
@@ -117,10 +135,34 @@ struct result {
 	unsigned long long	ctr[SHIM_NCTR];
 };
 
-static void
-print_result(const struct result *r)
+/* Append " layout=<total>:<seg>,..." for the live arena map. */
+static size_t
+add_layout(char *line, size_t cap, size_t n, void *map)
 {
-	char line[512];
+	struct shim_seg segs[LAYOUT_MAX];
+	size_t total, i, k;
+
+	total = shim_vmem_layout(map, segs, LAYOUT_MAX);
+	k = total < LAYOUT_MAX ? total : LAYOUT_MAX;
+	n += (size_t)snprintf(line + n, cap - n, " layout=%zu:", total);
+	for (i = 0; i < k && n < cap; i++) {
+		char t[16];
+
+		if (segs[i].type == 'f' && segs[i].flist >= 0)
+			(void) snprintf(t, sizeof (t), "f%d", segs[i].flist);
+		else
+			(void) snprintf(t, sizeof (t), "%c", segs[i].type);
+		n += (size_t)snprintf(line + n, cap - n, "%s%s:%llu+%llu",
+		    i ? "," : "", t, segs[i].start, segs[i].size);
+	}
+	return (n);
+}
+
+/* Print a result line; with layout on, map (if not NULL) adds its layout. */
+static void
+print_result_map(const struct result *r, void *map)
+{
+	char line[LINE_MAX_];
 	size_t n = 0;
 
 #define	ADD(...)	(n += (size_t)snprintf(line + n, sizeof (line) - n, \
@@ -135,6 +177,8 @@ print_result(const struct result *r)
 		    "fail=%llu wait=%llu contains=%llu", r->ctr[0], r->ctr[1],
 		    r->ctr[2], r->ctr[3], r->ctr[4], r->ctr[5], r->ctr[6]);
 #undef ADD
+	if (layout_on && map != NULL && n < sizeof (line))
+		n = add_layout(line, sizeof (line), n, map);
 	emit("%s", line);
 }
 
@@ -155,6 +199,7 @@ struct waiter {
 	size_t		size;
 	void		*tok;		/* its kthread token; under mu */
 	int		done;		/* under mu */
+	int		map_gone;	/* its map was rmfreemap'd */
 	struct result	res;
 };
 
@@ -547,7 +592,7 @@ call_print(struct call *c, const char *kind, int ctr)
 	c->res.kind = kind;
 	if (ctr && c->map != NULL)
 		counters(&c->res, c->map);
-	print_result(&c->res);
+	print_result_map(&c->res, ctr ? c->map : NULL);
 }
 
 static void
@@ -568,7 +613,7 @@ op_rmallocmap(struct line *ln, int op)
 	c.res.kind = c.map != NULL ? "ok" : "null";
 	if (c.map != NULL)
 		counters(&c.res, c.map);
-	print_result(&c.res);
+	print_result_map(&c.res, c.map);
 	n = name_bind(m, OBJ_MAP);
 	n->map = c.map;
 }
@@ -626,7 +671,7 @@ op_rmalloc_wait(struct line *ln)
 	n->w = w;
 	settle_all();
 	counters(&res, c.map);	/* after the waiter's first attempt */
-	print_result(&res);
+	print_result_map(&res, c.map);
 }
 
 static void
@@ -656,7 +701,7 @@ op_join(struct line *ln)
 	}
 	(void) pthread_mutex_unlock(&mu);
 	(void) pthread_join(w->th, NULL);
-	print_result(&w->res);
+	print_result_map(&w->res, w->map_gone ? NULL : w->map);
 	free(w);
 	n->w = NULL;
 }
@@ -678,11 +723,17 @@ op_rmfreemap(struct line *ln)
 {
 	struct call c = { .op = C_FREEMAP };
 	const char *m = getarg(ln, "map");
+	size_t i;
 
 	if (arg_map(ln, &c.map) != 0 || check_unused(ln) != 0 ||
 	    no_map(c.map))
 		return;
 	name_find(m, OBJ_MAP)->map = NULL;
+	for (i = 0; i < nnames; i++) {	/* its waiters' joins: no layout */
+		if (names[i].kind == OBJ_WAITER && names[i].w != NULL &&
+		    names[i].w->map == c.map)
+			names[i].w->map_gone = 1;
+	}
 	call_print(&c, "ok", 0);
 }
 
@@ -830,8 +881,17 @@ main(int argc, char **argv)
 			budget_ms = (long)v;
 			continue;
 		}
+		if (strncmp(ln.op, "layout=", 7) == 0 && ln.nkv == 0) {
+			if (strcmp(ln.op + 7, "on") == 0)
+				layout_on = 1;
+			else if (strcmp(ln.op + 7, "off") == 0)
+				layout_on = 0;
+			else
+				protoerr("layout= needs on or off");
+			continue;
+		}
 		if (strcmp(ln.op, "reset") == 0 && ln.nkv == 0) {
-			do_reset();
+			do_reset();	/* keeps layout_on */
 			continue;
 		}
 		if (strchr(ln.op, '=') != NULL) {

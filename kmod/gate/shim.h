@@ -29,10 +29,26 @@ void rmfree(void *, size_t, unsigned long);
 /* The seven vmem kstat counters, in ddictl's order. */
 #define	SHIM_NCTR	7
 
+/*
+ * One segment of an arena's layout (shim_vmem_layout), in the map's units:
+ * type 's' (span), 'a' (allocated) or 'f' (free, with flist = the vmem
+ * freelist it is on, highbit(size) - 1); flist is -1 for the others.
+ * size is vs_end - vs_start modulo 2^64.
+ */
+struct shim_seg {
+	unsigned long long	start;
+	unsigned long long	size;
+	char			type;
+	int			flist;
+};
+
 /* shim_kern.c */
 void shim_vmem_boot(void *base, size_t size, size_t quantum);
 void shim_vmem_counters(void *map, unsigned long long ctr[SHIM_NCTR]);
 void shim_layout_check(void);
+/* The arena list from vm_seg0 (vs_anext) under vm_lock: the first max
+ * segments into out[], the total returned (rotor/walkers skipped). */
+size_t shim_vmem_layout(void *map, struct shim_seg *out, size_t max);
 
 /* shim.c */
 void shim_boot(void);			/* host region, vmem_init, traps */

@@ -8,7 +8,10 @@
  *   - it boots vmem (vmem_init) over the host region shim.c mapped, with a
  *     segkmem stand-in as the metadata import functions;
  *   - it reads an rmap arena's kstat counters from vm_kstat under vm_lock,
- *     as kmod/illumos/ddih.c does.
+ *     as kmod/illumos/ddih.c does;
+ *   - it walks an rmap arena's segment list (vm_seg0, vs_anext) under
+ *     vm_lock for the layout report, as kmod/illumos/ddih.c's RMAP_LAYOUT
+ *     does.
  * Original project code: it includes the gate's headers from $(GATE) at
  * build time and copies nothing from them.
  */
@@ -72,4 +75,59 @@ shim_vmem_counters(void *map, unsigned long long ctr[SHIM_NCTR])
 	ctr[5] = vk->vk_wait.value.ui64;
 	ctr[6] = vk->vk_contains.value.ui64;
 	mutex_exit(&vmp->vm_lock);
+}
+
+/* highbit(9F) of a 64-bit word (the highest bit set, from 1; 0 for 0). */
+static int
+shim_highbit64(unsigned long long v)
+{
+	int h = 0;
+
+	while (v != 0) {
+		h++;
+		v >>= 1;
+	}
+	return (h);
+}
+
+size_t
+shim_vmem_layout(void *map, struct shim_seg *out, size_t max)
+{
+	vmem_t *vmp = map;
+	vmem_seg_t *vsp;
+	size_t n = 0;
+
+	mutex_enter(&vmp->vm_lock);
+	for (vsp = vmp->vm_seg0.vs_anext; vsp != &vmp->vm_seg0;
+	    vsp = vsp->vs_anext) {
+		unsigned long long size =
+		    (unsigned long long)(vsp->vs_end - vsp->vs_start);
+		char type;
+		int flist = -1;
+
+		switch (vsp->vs_type) {
+		case VMEM_SPAN:
+			type = 's';
+			break;
+		case VMEM_ALLOC:
+			type = 'a';
+			break;
+		case VMEM_FREE:
+			type = 'f';
+			if (size != 0)
+				flist = shim_highbit64(size) - 1;
+			break;
+		default:
+			continue;	/* VMEM_ROTOR, VMEM_WALKER */
+		}
+		if (n < max) {
+			out[n].start = (unsigned long long)vsp->vs_start;
+			out[n].size = size;
+			out[n].type = type;
+			out[n].flist = flist;
+		}
+		n++;
+	}
+	mutex_exit(&vmp->vm_lock);
+	return (n);
 }

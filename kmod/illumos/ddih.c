@@ -217,6 +217,17 @@
  * driver.  Handles are small integers of the file's own table; kernel
  * pointers stay inside the driver.
  *
+ * RMAP_LAYOUT reports a map's whole layout the same way, in the map's
+ * units: each segment of the vmem arena list (vm_seg0, vs_anext; spans in
+ * creation order, each followed by its allocated and free segments in
+ * address order) as start, end - start and type, free ones with their
+ * freelist highbit(size) - 1 (struct ddih_seg; at most DDIH_LAYOUT_MAX
+ * copied, the total in `value').  The list is read under the arena's
+ * vm_lock into a buffer allocated beforehand and copied out after the
+ * lock is dropped; vs_start and vs_end are map indexes (the rmap arena has
+ * quantum 1 and no source), never kernel addresses.  The op changes
+ * nothing, so a refused copy (EFAULT) has no effect.
+ *
  * Debugging aid: the named kstat ddih:0:objects counts live maps, umem and
  * kmem buffers, open files and the destructive switch.
  */
@@ -766,6 +777,91 @@ ddih_rmap_state(ddih_file_t *df, ddih_req_t *r)
 		return (EINVAL);
 	r->kind = DDIH_KIND_OK;
 	ddih_counters(r, &o->do_u.do_map);
+	return (0);
+}
+
+/* highbit(9F)'s value for a 64-bit word: the highest bit set, from 1. */
+static uint32_t
+ddih_highbit64(uint64_t v)
+{
+	uint32_t h = 0;
+
+	while (v != 0) {
+		h++;
+		v >>= 1;
+	}
+	return (h);
+}
+
+/*
+ * RMAP_LAYOUT: the map's layout (a harness helper; no routine called).
+ * The arena's segment list from vm_seg0 along vs_anext, exactly as vmem
+ * keeps it (vmem_impl.h): each span in creation order followed by its
+ * allocated and free segments in address order; the rotor and any walker
+ * marker are skipped.  Read under vm_lock (the list's lock), into a
+ * buffer allocated before; the first a1 entries are copied to the array
+ * at a0 (all a1 of them: zeros past the last, so a bad a0 is always
+ * EFAULT); value is how many there are in all.
+ */
+static int
+ddih_rmap_layout(ddih_file_t *df, ddih_req_t *r, int mode)
+{
+	ddih_obj_t *o = ddih_lookup(df, r->handle, DO_MAP);
+	struct ddih_seg *segs = NULL;
+	uint64_t max = r->arg[1], n = 0;
+	vmem_t *vmp;
+	vmem_seg_t *vsp;
+	int err = 0;
+
+	if (o == NULL)
+		return (EBADF);
+	if (r->flags != 0 || max > DDIH_LAYOUT_MAX || r->arg[2] != 0 ||
+	    r->arg[3] != 0 || r->soff != 0)
+		return (EINVAL);
+	if (max != 0)
+		segs = kmem_zalloc((size_t)max * sizeof (*segs), KM_SLEEP);
+	vmp = (vmem_t *)o->do_u.do_map.dm_map;
+	mutex_enter(&vmp->vm_lock);
+	for (vsp = vmp->vm_seg0.vs_anext; vsp != &vmp->vm_seg0;
+	    vsp = vsp->vs_anext) {
+		uint64_t size = (uint64_t)(vsp->vs_end - vsp->vs_start);
+		uint32_t type, flist = DDIH_SEG_NOLIST;
+
+		switch (vsp->vs_type) {
+		case VMEM_SPAN:
+			type = DDIH_SEG_SPAN;
+			break;
+		case VMEM_ALLOC:
+			type = DDIH_SEG_ALLOC;
+			break;
+		case VMEM_FREE:
+			type = DDIH_SEG_FREE;
+			if (size != 0)
+				flist = ddih_highbit64(size) - 1;
+			break;
+		default:
+			continue;	/* VMEM_ROTOR, VMEM_WALKER */
+		}
+		if (n < max) {
+			segs[n].start = (uint64_t)vsp->vs_start;
+			segs[n].size = size;
+			segs[n].type = type;
+			segs[n].flist = flist;
+		}
+		n++;
+	}
+	mutex_exit(&vmp->vm_lock);
+	if (max != 0) {
+		if (ddi_copyout(segs, (void *)(uintptr_t)r->arg[0],
+		    (size_t)max * sizeof (*segs), mode) != 0)
+			err = EFAULT;
+		kmem_free(segs, (size_t)max * sizeof (*segs));
+	}
+	if (err != 0)
+		return (err);
+	r->value = n;
+	r->kind = DDIH_KIND_VALUE;
+	r->valid |= DDIH_V_VALUE;
 	return (0);
 }
 
@@ -1407,6 +1503,9 @@ ddih_ioctl(dev_t dev, int cmd, intptr_t arg, int mode, cred_t *credp,
 		break;
 	case DDIH_OP_RMAP_STATE:
 		err = ddih_rmap_state(df, &r);
+		break;
+	case DDIH_OP_RMAP_LAYOUT:
+		err = ddih_rmap_layout(df, &r, mode);
 		break;
 	case DDIH_OP_UMEM_ALLOC:
 		err = ddih_umem_alloc(df, &r);

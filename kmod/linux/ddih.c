@@ -98,6 +98,17 @@
  * allocation set it.  Nothing depends on an order the kernel may change
  * later (the illumos port's problem with vmem's hash chains).
  *
+ * Layout reporting
+ * ----------------
+ * RMAP_LAYOUT (a harness helper, like RMAP_STATE) reports a map's whole
+ * layout in the map's units, never an address: every chunk of the pool in
+ * its list order (newest first) as a span, followed by the runs of
+ * allocated and free units of its bitmap in address order (struct
+ * ddih_seg, at most DDIH_LAYOUT_MAX entries copied to the caller's array,
+ * the total count in `value').  It reads the list under RCU and df_lock and
+ * changes nothing, so a refused copy (EFAULT) has no effect.  ddictl calls
+ * it after each resource-map step when the trace turned `layout=on'.
+ *
  * Mappings
  * --------
  * Each umem buffer counts the VMAs that map it (struct ddih_mref, the
@@ -602,6 +613,76 @@ static int ddih_rmap_state(struct ddih_file *df, struct ddih_req *r)
 		return -EINVAL;
 	r->kind = DDIH_KIND_OK;
 	ddih_state(r, &o->do_map);
+	return 0;
+}
+
+/*
+ * RMAP_LAYOUT: the map's layout (a harness helper; no routine called).
+ * Each chunk in the pool's list order (newest first, as gen_pool keeps
+ * it) as a SPAN of its units, then the maximal runs of allocated and free
+ * units of its bitmap in address order.  Up to a1 entries go to the user
+ * array at a0; value is how many there are in all.  Read under df_lock
+ * and RCU (as gen_pool walks the list); only a sleeping rmalloc_wait of
+ * this file can set bits meanwhile, and ddictl asks once waiters settled.
+ */
+static void ddih_seg_put(struct ddih_seg *segs, uint64_t max, uint64_t *n,
+    uint32_t type, uint64_t start, uint64_t size)
+{
+	if (*n < max) {
+		segs[*n].start = start;
+		segs[*n].size = size;
+		segs[*n].type = type;
+		segs[*n].flist = DDIH_SEG_NOLIST;
+	}
+	(*n)++;
+}
+
+static int ddih_rmap_layout(struct ddih_file *df, struct ddih_req *r)
+{
+	struct ddih_obj *o = ddih_lookup(df, r->handle, DO_MAP);
+	struct gen_pool_chunk *c;
+	struct ddih_seg *segs = NULL;
+	uint64_t max = r->arg[1], n = 0;
+
+	if (o == NULL)
+		return -EBADF;
+	if (r->flags != 0 || max > DDIH_LAYOUT_MAX || r->arg[2] != 0 ||
+	    r->arg[3] != 0 || r->soff != 0)
+		return -EINVAL;
+	if (max != 0) {
+		segs = kcalloc(max, sizeof (*segs), GFP_KERNEL);
+		if (segs == NULL)
+			return -ENOMEM;
+	}
+	rcu_read_lock();
+	list_for_each_entry_rcu(c, &o->do_map.dm_pool->chunks, next_chunk) {
+		unsigned long nbits = c->end_addr - c->start_addr + 1;
+		unsigned long b = 0, e;
+		bool set;
+
+		ddih_seg_put(segs, max, &n, DDIH_SEG_SPAN, c->start_addr, nbits);
+		if (c->end_addr < c->start_addr)	/* cannot be added */
+			continue;
+		while (b < nbits) {
+			set = test_bit(b, c->bits);
+			e = set ? find_next_zero_bit(c->bits, nbits, b) :
+			    find_next_bit(c->bits, nbits, b);
+			ddih_seg_put(segs, max, &n, set ? DDIH_SEG_ALLOC :
+			    DDIH_SEG_FREE, c->start_addr + b, e - b);
+			b = e;
+		}
+	}
+	rcu_read_unlock();
+	/* the whole array is written (zeros past n): a bad a0 is EFAULT */
+	if (max != 0 && copy_to_user(u64_to_user_ptr(r->arg[0]), segs,
+	    max * sizeof (*segs))) {
+		kfree(segs);
+		return -EFAULT;
+	}
+	kfree(segs);
+	r->value = n;
+	r->kind = DDIH_KIND_VALUE;
+	r->valid |= DDIH_V_VALUE;
 	return 0;
 }
 
@@ -1123,6 +1204,9 @@ static long ddih_ioctl(struct file *fp, unsigned int cmd, unsigned long arg)
 		break;
 	case DDIH_OP_RMAP_STATE:
 		err = ddih_rmap_state(df, &r);
+		break;
+	case DDIH_OP_RMAP_LAYOUT:
+		err = ddih_rmap_layout(df, &r);
 		break;
 	case DDIH_OP_UMEM_ALLOC:
 		err = ddih_umem_alloc(df, &r);

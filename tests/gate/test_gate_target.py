@@ -196,3 +196,49 @@ def test_replay_reruns_a_recorded_run_on_the_same_tree(gate_tree, tmp_path, monk
     a, b = (json.loads((tmp_path / d / "run.json").read_text()) for d in "ab")
     assert [t["name"] for t in a["traces"]] == [t["name"] for t in b["traces"]] and len(a["traces"]) == 20
     assert b["manifest"]["gate_dir"] == str(gate_tree) and b["steps"] == a["steps"]
+
+
+# ------------------------------------------------------------------ the layout verdict
+
+LAYOUT_ONLY = ("vmem_xfree-no-coalescing-with-previous",
+               "\tvprev = vsp->vs_aprev;\n\tif (vprev->vs_type == VMEM_FREE) {",
+               "\tvprev = vsp->vs_aprev;\n\tif (0 && vprev->vs_type == VMEM_FREE) {")
+
+
+def test_a_fault_that_only_the_layout_shows_is_caught_there_shrunk_and_drawn(gate_tree, target, tmp_path):
+    """vmem_xfree that never merges with the free segment before it: every value and counter
+    still agrees at the step that frees, only the map's layout differs -- the layout verdict names
+    that step, shrinking keeps it, and the HTML report draws model and kernel side by side."""
+    from harness.conformance.html import render
+    from harness.conformance.runner import manifest, write_json
+
+    name, old, new = LAYOUT_ONLY
+    mutant = gate_target(mutated_tree(gate_tree, tmp_path / "gate", old, new), tmp_path / "work")
+    assert mutant.layout and mutant.reports_layout
+    traces = load_traces([CORPUS / "rmap"])
+    summary = run_conformance(mutant, traces, destructive=True)
+    diverged = [t for t in summary.traces if t.first_divergence]
+    assert diverged
+    first = diverged[0]
+    d = first.first_divergence
+    assert (d.mismatches + d.expect_failures)[0].startswith("layout:"), d.mismatches
+    assert d.op == "rmfree" and d.predicted["kind"] == d.observed["kind"] == "ok"
+    assert d.predicted["state"] == d.observed["state"]  # the counters agree: only the layout tells
+    sig = signature(first)
+    res = shrink(mutant, {t.name: t for t in traces}[first.name], first, destructive=True, budget_ms=2000)
+    # six steps is the least this fault needs: a map, a span, two allocations, and two frees (the
+    # second frees a segment whose predecessor is free: the merge the mutant skips)
+    assert res is not None and len(res.minimal.steps) <= 6 and res.signature.field == "layout"
+    assert [s.op for s in res.minimal.steps].count("rmfree") >= 3
+    assert signature(run_conformance(mutant, [res.minimal], destructive=True).traces[0]) == sig
+    # the HTML shows both layouts at the divergence, the differing segments marked
+    write_json(tmp_path / "run.json", summary, manifest(mutant, ["rmap"], True, ["test"]))
+    page = render(json.loads((tmp_path / "run.json").read_text()))
+    cell = page.split(f"DIVERGES</span> {first.name}")[1].split("</details>")[0]
+    assert "<svg" in cell and ">model</text>" in cell and ">kernel</text>" in cell and "#dc2626" in cell
+    # with layouts off, the same run sees nothing at that step
+    off = gate_target(tmp_path / "gate", tmp_path / "work-off")
+    off.layout = False
+    again = run_conformance(off, [t for t in traces if t.name == first.name], destructive=True)
+    d_off = again.traces[0].first_divergence
+    assert d_off is None or d_off.index > d.index

@@ -23,6 +23,7 @@ DDICTL = ROOT / "guest" / "ddictl.c"
 CONTROL_WORDS = frozenset({
     "reset",      # `reset': interrupt waiters, close and reopen the device
     "budget_ms",  # `budget_ms=N': the per-op time budget
+    "layout",     # `layout=on|off': each resource map's whole layout after every step
 })
 
 _DISPATCH = re.compile(r"^dispatch\(struct line \*ln\)\n\{\n(?P<body>.*?)^\}",
