@@ -32,6 +32,7 @@ them.  ``note`` is prose for people: nothing compares or branches on it.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,31 +99,62 @@ class Seg:
         raise ValueError(f"segment {text!r}: type {t!r} is not s, a, f or f<k>")
 
 
-@dataclass(frozen=True, slots=True)
+_LAYOUT_RE = re.compile(r"(?:[saf]\d*:\d+\+\d+(?:,[saf]\d*:\d+\+\d+)*)?")
+
+
 class Layout:
     """A map's whole layout after a step: spans (chunks) in list order, each followed by its
-    segments in address order; the first LAYOUT_LISTED are listed, ``total`` counts them all."""
+    segments in address order; the first LAYOUT_LISTED are listed, ``total`` counts them all.
 
-    total: int
-    segs: tuple[Seg, ...]
+    Kept as its wire text (``TOTAL:SEG,...``), which is what is compared step after step; the
+    segments are parsed only when someone looks at them (a difference, a picture), because
+    parsing 64 segments per step would cost more than the rest of the check.
+    """
+
+    __slots__ = ("total", "_body", "_segs")
+
+    def __init__(self, total: int, segs: tuple[Seg, ...] | None = None, *, body: str | None = None) -> None:
+        self.total = total
+        self._segs = tuple(segs) if segs is not None else None
+        self._body = body if body is not None else ",".join(s.wire() for s in self._segs or ())
+
+    @property
+    def segs(self) -> tuple[Seg, ...]:
+        if self._segs is None:
+            self._segs = tuple(Seg.from_wire(t) for t in self._body.split(",")) if self._body else ()
+        return self._segs
 
     def wire(self) -> str:
-        return f"{self.total}:" + ",".join(s.wire() for s in self.segs)
+        return f"{self.total}:{self._body}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Layout) and self.total == other.total and self._body == other._body
+
+    def __hash__(self) -> int:
+        return hash((self.total, self._body))
+
+    def __repr__(self) -> str:
+        return f"Layout({self.wire()!r})"
 
     @classmethod
     def from_wire(cls, text: str) -> "Layout":
-        total, colon, rest = text.partition(":")
-        if not colon or not total.isdigit():
-            raise ValueError(f"layout {text!r} is not TOTAL:SEG,...")
-        segs = tuple(Seg.from_wire(t) for t in rest.split(",")) if rest else ()
-        if len(segs) > LAYOUT_LISTED or len(segs) > int(total) or \
-                (len(segs) < int(total) and len(segs) != LAYOUT_LISTED):
-            raise ValueError(f"layout {text[:60]!r}: {len(segs)} segments listed of {total}")
-        return cls(int(total), segs)
+        total, colon, body = text.partition(":")
+        if not colon or not total.isdigit() or not _LAYOUT_RE.fullmatch(body):
+            raise ValueError(f"layout {text[:60]!r} is not TOTAL:TYPE:START+SIZE,...")
+        listed = body.count(",") + 1 if body else 0
+        n = int(total)
+        if listed > LAYOUT_LISTED or listed > n or (listed < n and listed != LAYOUT_LISTED):
+            raise ValueError(f"layout {text[:60]!r}: {listed} segments listed of {total}")
+        for t in body.split(",") if body else ():
+            if t[0] in "sa" and t[1] != ":":
+                raise ValueError(f"segment {t!r}: type {t.split(':')[0]!r} is not s, a, f or f<k>")
+        return cls(n, body=body)
 
     def difference(self, other: "Layout") -> tuple[str, str] | None:
         """Where two layouts first part: (this side, the other side), each naming the segment
         by its number in the walk; None when they agree."""
+        if self == other:
+            return None
         for i, (a, b) in enumerate(zip(self.segs, other.segs)):
             if a != b:
                 return f"segment {i + 1} {a.wire()}", f"segment {i + 1} {b.wire()}"
@@ -131,9 +163,7 @@ class Layout:
             mine = self.segs[n].wire() if len(self.segs) > n else "(none)"
             theirs = other.segs[n].wire() if len(other.segs) > n else "(none)"
             return f"segment {n + 1} {mine}", f"segment {n + 1} {theirs}"
-        if self.total != other.total:
-            return f"{self.total} segments", f"{other.total} segments"
-        return None
+        return f"{self.total} segments", f"{other.total} segments"
 
 
 @dataclass(slots=True)

@@ -105,6 +105,12 @@ def render(doc: dict[str, Any], traces: Iterable[Trace] = ()) -> str:
         out.append("</table>")
 
     out.append("<h2>Traces, step by step</h2>")
+    if any((s.get("observed") or {}).get("layout") is not None for t in runs for s in t.get("steps") or []):
+        out.append("<p class='skip'>Layouts: one row per span (a Linux gen_pool chunk), segments in address "
+                   "order, widths to scale; <span style='background:#9ca3af'>&nbsp;grey&nbsp;</span> allocated, "
+                   "<span style='background:#86efac'>&nbsp;green&nbsp;</span> free (fN: on vmem freelist N), "
+                   "outlined <b style='color:#ea580c'>orange</b>: the segment the step's rmalloc took, "
+                   "<b style='color:#dc2626'>red</b>: where model and kernel part.</p>")
     for t in runs:
         if t.get("skipped"):
             out.append(f"<div class='skip'>{_e(t['name'])}: skipped ({_e(t['skipped'])})</div>")

@@ -10,7 +10,6 @@ with EINVAL and nothing changes.
 from __future__ import annotations
 
 from harness.trace import LAYOUT_LISTED, Layout, Step
-from harness.trace import Seg as LSeg
 from harness.model import outcome as R
 from harness.model.base import ModelConfig
 from harness.model.kmem import KmemState
@@ -46,8 +45,8 @@ class IllumosModel:
         vm = self.rmap.maps.get(map_name)
         if vm is None or vm.undefined is not None:
             return None  # gone, or outside what the model follows
-        total, segs = vm.layout(LAYOUT_LISTED)
-        return Layout(total, tuple(LSeg(*s) for s in segs))
+        total, _, body = vm.layout_wire(LAYOUT_LISTED).partition(":")
+        return Layout(int(total), body=body)
 
     def step(self, step: Step) -> Result:
         a = step.args

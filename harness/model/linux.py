@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from harness.trace import LAYOUT_LISTED, Layout, Step
-from harness.trace import Seg as LSeg
 from harness.model.base import ModelConfig
 from harness.model.outcome import Result
 from harness.ops import DEVMAP_FLAGS, PROT_FLAGS, UMEM_FLAGS
@@ -226,22 +225,22 @@ class GenPool:
     def layout(self, listed: int = LAYOUT_LISTED) -> Layout:
         """Each chunk as the pool's list walks it (newest first: gen_pool_add puts a chunk at the
         head), then its runs of allocated and free units in address order."""
-        out: list[LSeg] = []
+        out: list[str] = []
         total = 0
         for c in self.newest_first():
-            runs: list[LSeg] = []
+            runs: list[str] = []
             prev = 0
             for s, e in zip(c.starts, c.ends):
                 if s > prev:
-                    runs.append(LSeg("free", (c.start + prev) % M, s - prev))
-                runs.append(LSeg("alloc", (c.start + s) % M, e - s))
+                    runs.append(f"f:{(c.start + prev) % M}+{s - prev}")
+                runs.append(f"a:{(c.start + s) % M}+{e - s}")
                 prev = e
             if c.size > prev:
-                runs.append(LSeg("free", (c.start + prev) % M, c.size - prev))
+                runs.append(f"f:{(c.start + prev) % M}+{c.size - prev}")
             total += 1 + len(runs)
-            out.append(LSeg("span", c.start, c.size))
+            out.append(f"s:{c.start}+{c.size}")
             out.extend(runs)
-        return Layout(total, tuple(out[:listed]))
+        return Layout(total, body=",".join(out[:listed]))
 
     def has_addr(self, start: int, size: int) -> bool:
         end = (start + size - 1) % M

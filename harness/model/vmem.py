@@ -346,6 +346,24 @@ class Vmem:
                 seg = seg.next
         return len(self.spans) + self.nsegs, out
 
+    def layout_wire(self, listed: int = 64) -> str:
+        """``layout()`` as its wire text (``TOTAL:s:START+SIZE,a:...,fK:...``), built directly:
+        it is compared after every step, so it must cost little."""
+        out: list[str] = []
+        n = 0
+        for span in self.spans:
+            if n >= listed:
+                break
+            out.append(f"s:{span.start}+{(span.end - span.start) & MASK}")
+            n += 1
+            seg = span.head
+            while seg is not None and n < listed:
+                size = (seg.end - seg.start) & MASK
+                out.append(f"f{size.bit_length() - 1}:{seg.start}+{size}" if seg.free else f"a:{seg.start}+{size}")
+                n += 1
+                seg = seg.next
+        return f"{len(self.spans) + self.nsegs}:" + ",".join(out)
+
     def free_segments(self) -> list[tuple[int, int]]:
         """Every free segment as (start, size), for property tests."""
         return [(s.start, s.size) for fl in self.freelists for s in fl]

@@ -8,8 +8,9 @@ steps; bad inputs get errors that name the input and the fix.
 from __future__ import annotations
 
 import collections
-import os
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -236,6 +237,20 @@ def test_a_fault_that_only_the_layout_shows_is_caught_there_shrunk_and_drawn(gat
     page = render(json.loads((tmp_path / "run.json").read_text()))
     cell = page.split(f"DIVERGES</span> {first.name}")[1].split("</details>")[0]
     assert "<svg" in cell and ">model</text>" in cell and ">kernel</text>" in cell and "#dc2626" in cell
+    # ... and a real browser draws them (headless Chromium: the DOM and a screenshot)
+    html_file = tmp_path / "report.html"
+    html_file.write_text(page)
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "chromium is missing: `make test` installs Debian's chromium"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,1600"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", html_file.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    assert dom.returncode == 0 and dom.stdout.count("<svg") >= 2 and ">kernel</text>" in dom.stdout
+    shot = tmp_path / "layout.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", html_file.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 20000  # a drawn page, not a blank one
     # with layouts off, the same run sees nothing at that step
     off = gate_target(tmp_path / "gate", tmp_path / "work-off")
     off.layout = False
