@@ -105,14 +105,19 @@
 
 #include "ddih.h"		/* guest/libddih: build with -I guest/libddih and ddih.c */
 
-#define	MAXARGS		16
-#define	NAMELEN		64
+/* ------------------------------------------------------------ line protocol */
+
+/*
+ * guest/lineproto.h (next to this file): output, protocol errors, line
+ * parsing and the control lines, shared with kmod/gate/gatectl.c.
+ */
+#define	LINEPROTO_PROG	"ddictl"
+#include "lineproto.h"
+
 #define	MAP_LEN_CAP	(1ULL << 40)	/* larger export lengths map 1 page */
 
 static const char *devpath = DDIH_DEVICE;
 static int devfd = -1;
-static long budget_ms = 10000;
-static int layout_on;		/* `layout=on' */
 
 /* ------------------------------------------------------------ errno names */
 
@@ -173,51 +178,6 @@ errno_name(int e)
 }
 
 /* ------------------------------------------------------------ output */
-
-static void
-emit(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	(void) vprintf(fmt, ap);
-	va_end(ap);
-	(void) putchar('\n');
-	/*
-	 * Results are flushed when ddictl is about to wait for input (see
-	 * input_buffered()), not after every line: a streamed batch then
-	 * leaves the guest in a few large writes instead of one SSH packet
-	 * per op, while a caller sending one op at a time still gets each
-	 * answer at once.
-	 */
-}
-
-/* Does stdin already hold a whole line we have not read (no wait needed)? */
-static int
-input_buffered(void)
-{
-#ifdef __GLIBC__
-	return (stdin->_IO_read_ptr < stdin->_IO_read_end &&
-	    memchr(stdin->_IO_read_ptr, '\n',
-	    (size_t)(stdin->_IO_read_end - stdin->_IO_read_ptr)) != NULL);
-#else
-	return (0);
-#endif
-}
-
-static void
-protoerr(const char *fmt, ...)
-{
-	va_list ap;
-
-	(void) fprintf(stderr, "ddictl: ");
-	va_start(ap, fmt);
-	(void) vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	(void) fputc('\n', stderr);
-	(void) fflush(stderr);
-	emit("kind=error errno=EPROTO");
-}
 
 /* The result of one ioctl-backed op. */
 struct result {
@@ -468,31 +428,29 @@ add_layout(char *line, size_t cap, size_t n, uint32_t map)
 		return (n);
 	}
 	k = lr.req.value < DDIH_LAYOUT_MAX ? lr.req.value : DDIH_LAYOUT_MAX;
-	n += (size_t)snprintf(line + n, cap - n, " layout=%" PRIu64 ":",
-	    lr.req.value);
+	n = lp_layout_total(line, cap, n, lr.req.value);
 	for (i = 0; i < k && n < cap; i++) {
 		const struct ddih_seg *g = &segs[i];
-		char t[16];
+		char type = '?';		/* ?<type number> */
+		int64_t flist = g->type;
 
 		switch (g->type) {
 		case DDIH_SEG_SPAN:
-			(void) snprintf(t, sizeof (t), "s");
+			type = 's';
+			flist = -1;
 			break;
 		case DDIH_SEG_ALLOC:
-			(void) snprintf(t, sizeof (t), "a");
+			type = 'a';
+			flist = -1;
 			break;
 		case DDIH_SEG_FREE:
-			if (g->flist == DDIH_SEG_NOLIST)
-				(void) snprintf(t, sizeof (t), "f");
-			else
-				(void) snprintf(t, sizeof (t), "f%u", g->flist);
-			break;
-		default:
-			(void) snprintf(t, sizeof (t), "?%u", g->type);
+			type = 'f';
+			flist = g->flist == DDIH_SEG_NOLIST ? -1 :
+			    (int64_t)g->flist;
 			break;
 		}
-		n += (size_t)snprintf(line + n, cap - n, "%s%s:%" PRIu64 "+%"
-		    PRIu64, i ? "," : "", t, g->start, g->size);
+		n = lp_layout_seg(line, cap, n, i, type, flist, g->start,
+		    g->size);
 	}
 	return (n);
 }
@@ -570,86 +528,6 @@ waiters_cancel(void)
 
 /* ------------------------------------------------------------ parsing */
 
-struct kv {
-	char	*key;
-	char	*val;
-	int	used;
-};
-
-struct line {
-	char		*op;
-	struct kv	kv[MAXARGS];
-	int		nkv;
-};
-
-static int
-split_line(char *s, struct line *ln)
-{
-	char *tok, *save = NULL;
-
-	ln->op = NULL;
-	ln->nkv = 0;
-	for (tok = strtok_r(s, " \t\r\n", &save); tok != NULL;
-	    tok = strtok_r(NULL, " \t\r\n", &save)) {
-		char *eq;
-
-		if (ln->op == NULL) {
-			ln->op = tok;
-			continue;
-		}
-		if (ln->nkv == MAXARGS) {
-			protoerr("too many arguments");
-			return (-1);
-		}
-		eq = strchr(tok, '=');
-		if (eq == NULL || eq == tok) {
-			protoerr("argument '%s' is not key=value", tok);
-			return (-1);
-		}
-		*eq = '\0';
-		ln->kv[ln->nkv].key = tok;
-		ln->kv[ln->nkv].val = eq + 1;
-		ln->kv[ln->nkv].used = 0;
-		ln->nkv++;
-	}
-	return (0);
-}
-
-static const char *
-getarg(struct line *ln, const char *key)
-{
-	int i;
-
-	for (i = 0; i < ln->nkv; i++) {
-		if (strcmp(ln->kv[i].key, key) == 0) {
-			ln->kv[i].used = 1;
-			return (ln->kv[i].val);
-		}
-	}
-	return (NULL);
-}
-
-static int
-parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	int base = 10;
-
-	if (s == NULL || *s == '\0' || *s == '-' || *s == '+' || *s == ' ')
-		return (-1);
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-		base = 16;
-		s += 2;
-		if (*s == '\0' || *s == '-' || *s == '+')
-			return (-1);
-	}
-	errno = 0;
-	*out = strtoull(s, &end, base);
-	if (errno != 0 || *end != '\0')
-		return (-1);
-	return (0);
-}
-
 static int
 parse_i64(const char *s, int64_t *out)
 {
@@ -667,24 +545,6 @@ parse_i64(const char *s, int64_t *out)
 	return (0);
 }
 
-/* Required unsigned argument. */
-static int
-arg_u64(struct line *ln, const char *key, uint64_t *out)
-{
-	const char *v = getarg(ln, key);
-
-	if (v == NULL) {
-		protoerr("%s: missing %s=", ln->op, key);
-		return (-1);
-	}
-	if (parse_u64(v, out) != 0) {
-		protoerr("%s: %s=%s is not an unsigned 64-bit integer",
-		    ln->op, key, v);
-		return (-1);
-	}
-	return (0);
-}
-
 /* Optional unsigned argument ('-' or absent: *given = 0). */
 static int
 arg_u64_opt(struct line *ln, const char *key, uint64_t dflt, uint64_t *out,
@@ -696,11 +556,8 @@ arg_u64_opt(struct line *ln, const char *key, uint64_t dflt, uint64_t *out,
 	*out = dflt;
 	if (v == NULL || strcmp(v, "-") == 0)
 		return (0);
-	if (parse_u64(v, out) != 0) {
-		protoerr("%s: %s=%s is not an unsigned 64-bit integer",
-		    ln->op, key, v);
+	if (arg_parse_u64(ln, key, v, out) != 0)
 		return (-1);
-	}
 	*given = 1;
 	return (0);
 }
@@ -724,24 +581,6 @@ arg_u32(struct line *ln, const char *key, uint32_t *out, int required,
 	}
 	*out = (uint32_t)v;
 	return (0);
-}
-
-static int
-valid_name(const char *s)
-{
-	size_t i, n = strlen(s);
-
-	if (n == 0 || n > NAMELEN)
-		return (0);
-	for (i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    c == '_' || (i > 0 && ((c >= '0' && c <= '9') ||
-		    c == '.' || c == '-'))))
-			return (0);
-	}
-	return (1);
 }
 
 /* A name being created by this op. */
@@ -779,21 +618,6 @@ arg_handle(struct line *ln, const char *key, enum objkind kind, int nullable,
 		return (-1);
 	}
 	*h = n->handle;
-	return (0);
-}
-
-static int
-check_unused(struct line *ln)
-{
-	int i;
-
-	for (i = 0; i < ln->nkv; i++) {
-		if (!ln->kv[i].used) {
-			protoerr("%s takes no argument '%s'", ln->op,
-			    ln->kv[i].key);
-			return (-1);
-		}
-	}
 	return (0);
 }
 
@@ -1308,9 +1132,9 @@ main(int argc, char **argv)
 	struct sigaction sa;
 	pthread_condattr_t ca;
 	pthread_t worker;
+	struct line ln;
 	char *buf = NULL;
 	size_t bufcap = 0;
-	ssize_t n;
 
 	if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
 		(void) fprintf(stderr, "usage: ddictl [device]\n");
@@ -1336,54 +1160,8 @@ main(int argc, char **argv)
 		return (2);
 	}
 
-	for (;;) {
-		struct line ln;
-		char *s;
-		uint64_t v;
-
-		if (!input_buffered())
-			(void) fflush(stdout);	/* about to wait: answer first */
-		if ((n = getline(&buf, &bufcap, stdin)) < 0)
-			break;
-		s = buf;
-		while (*s == ' ' || *s == '\t')
-			s++;
-		if (*s == '\0' || *s == '\n' || *s == '\r' || *s == '#')
-			continue;
-		if (strlen(s) != (size_t)n - (size_t)(s - buf)) {
-			protoerr("the line contains a NUL byte");
-			continue;
-		}
-		if (split_line(s, &ln) != 0 || ln.op == NULL)
-			continue;
-		if (strncmp(ln.op, "budget_ms=", 10) == 0 && ln.nkv == 0) {
-			if (parse_u64(ln.op + 10, &v) != 0 || v == 0 ||
-			    v > 86400000ULL) {
-				protoerr("budget_ms= needs 1..86400000");
-				continue;
-			}
-			budget_ms = (long)v;
-			continue;
-		}
-		if (strncmp(ln.op, "layout=", 7) == 0 && ln.nkv == 0) {
-			if (strcmp(ln.op + 7, "on") == 0)
-				layout_on = 1;
-			else if (strcmp(ln.op + 7, "off") == 0)
-				layout_on = 0;
-			else
-				protoerr("layout= needs on or off");
-			continue;
-		}
-		if (strcmp(ln.op, "reset") == 0 && ln.nkv == 0) {
-			do_reset();	/* keeps layout_on */
-			continue;
-		}
-		if (strchr(ln.op, '=') != NULL) {
-			protoerr("'%s' is not an op name", ln.op);
-			continue;
-		}
+	while (lp_next_op(&buf, &bufcap, &ln, do_reset))
 		dispatch(&ln);
-	}
 	(void) fflush(stdout);
 	_exit(0);
 }

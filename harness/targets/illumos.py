@@ -510,6 +510,7 @@ class IllumosTarget(GuestTarget):
         out = [(p, f"{GUEST_DIR}/kmod/illumos/{p.name}") for p in files]
         out.append((KMOD / "ddih_ioctl.h", f"{GUEST_DIR}/kmod/ddih_ioctl.h"))
         out.append((GUEST / "ddictl.c", f"{GUEST_DIR}/guest/ddictl.c"))
+        out.append((GUEST / "lineproto.h", f"{GUEST_DIR}/guest/lineproto.h"))
         for name in ("ddih.c", "ddih.h"):
             out.append((LIBDDIH / name, f"{GUEST_DIR}/guest/libddih/{name}"))
         return out

@@ -71,60 +71,16 @@
 
 #include "shim.h"
 
-#define	MAXARGS		16
-#define	NAMELEN		64
-#define	POLL_NS		100000L		/* 100 us */
+/* guest/lineproto.h: the line protocol code shared with ddictl */
+#define	LINEPROTO_PROG	"gatectl"
+#include "lineproto.h"		/* -I../../guest (kmod/gate/Makefile) */
 
-static long budget_ms = 10000;
-static int layout_on;			/* `layout=on' */
+#define	POLL_NS		100000L		/* 100 us */
 
 #define	LAYOUT_MAX	64		/* segments listed (DDIH_LAYOUT_MAX) */
 #define	LINE_MAX_	4096
 
 /* ------------------------------------------------------------ output */
-
-static void
-emit(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	(void) vprintf(fmt, ap);
-	va_end(ap);
-	(void) putchar('\n');
-}
-
-static int
-input_buffered(void)
-{
-#ifdef __GLIBC__
-	return (stdin->_IO_read_ptr < stdin->_IO_read_end &&
-	    memchr(stdin->_IO_read_ptr, '\n',
-	    (size_t)(stdin->_IO_read_end - stdin->_IO_read_ptr)) != NULL);
-#else
-	return (0);
-#endif
-}
-
-static void
-explain(const char *fmt, va_list ap)
-{
-	(void) fprintf(stderr, "gatectl: ");
-	(void) vfprintf(stderr, fmt, ap);
-	(void) fputc('\n', stderr);
-	(void) fflush(stderr);
-}
-
-static void
-protoerr(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	explain(fmt, ap);
-	va_end(ap);
-	emit("kind=error errno=EPROTO");
-}
 
 /* One op's result, as ddictl prints it. */
 struct result {
@@ -144,16 +100,11 @@ add_layout(char *line, size_t cap, size_t n, void *map)
 
 	total = shim_vmem_layout(map, segs, LAYOUT_MAX);
 	k = total < LAYOUT_MAX ? total : LAYOUT_MAX;
-	n += (size_t)snprintf(line + n, cap - n, " layout=%zu:", total);
+	n = lp_layout_total(line, cap, n, total);
 	for (i = 0; i < k && n < cap; i++) {
-		char t[16];
-
-		if (segs[i].type == 'f' && segs[i].flist >= 0)
-			(void) snprintf(t, sizeof (t), "f%d", segs[i].flist);
-		else
-			(void) snprintf(t, sizeof (t), "%c", segs[i].type);
-		n += (size_t)snprintf(line + n, cap - n, "%s%s:%llu+%llu",
-		    i ? "," : "", t, segs[i].start, segs[i].size);
+		n = lp_layout_seg(line, cap, n, i, segs[i].type,
+		    segs[i].type == 'f' ? segs[i].flist : -1, segs[i].start,
+		    segs[i].size);
 	}
 	return (n);
 }
@@ -383,136 +334,6 @@ settle_all(void)
 }
 
 /* ------------------------------------------------------------ parsing */
-
-struct kv {
-	char	*key;
-	char	*val;
-	int	used;
-};
-
-struct line {
-	char		*op;
-	struct kv	kv[MAXARGS];
-	int		nkv;
-};
-
-static int
-split_line(char *s, struct line *ln)
-{
-	char *tok, *save = NULL;
-
-	ln->op = NULL;
-	ln->nkv = 0;
-	for (tok = strtok_r(s, " \t\r\n", &save); tok != NULL;
-	    tok = strtok_r(NULL, " \t\r\n", &save)) {
-		char *eq;
-
-		if (ln->op == NULL) {
-			ln->op = tok;
-			continue;
-		}
-		if (ln->nkv == MAXARGS) {
-			protoerr("too many arguments");
-			return (-1);
-		}
-		eq = strchr(tok, '=');
-		if (eq == NULL || eq == tok) {
-			protoerr("argument '%s' is not key=value", tok);
-			return (-1);
-		}
-		*eq = '\0';
-		ln->kv[ln->nkv].key = tok;
-		ln->kv[ln->nkv].val = eq + 1;
-		ln->kv[ln->nkv].used = 0;
-		ln->nkv++;
-	}
-	return (0);
-}
-
-static const char *
-getarg(struct line *ln, const char *key)
-{
-	int i;
-
-	for (i = 0; i < ln->nkv; i++) {
-		if (strcmp(ln->kv[i].key, key) == 0) {
-			ln->kv[i].used = 1;
-			return (ln->kv[i].val);
-		}
-	}
-	return (NULL);
-}
-
-static int
-parse_u64(const char *s, uint64_t *out)
-{
-	char *end;
-	int base = 10;
-
-	if (s == NULL || *s == '\0' || *s == '-' || *s == '+' || *s == ' ')
-		return (-1);
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
-		base = 16;
-		s += 2;
-		if (*s == '\0' || *s == '-' || *s == '+')
-			return (-1);
-	}
-	errno = 0;
-	*out = strtoull(s, &end, base);
-	if (errno != 0 || *end != '\0')
-		return (-1);
-	return (0);
-}
-
-static int
-arg_u64(struct line *ln, const char *key, uint64_t *out)
-{
-	const char *v = getarg(ln, key);
-
-	if (v == NULL) {
-		protoerr("%s: missing %s=", ln->op, key);
-		return (-1);
-	}
-	if (parse_u64(v, out) != 0) {
-		protoerr("%s: %s=%s is not an unsigned 64-bit integer",
-		    ln->op, key, v);
-		return (-1);
-	}
-	return (0);
-}
-
-static int
-valid_name(const char *s)
-{
-	size_t i, n = strlen(s);
-
-	if (n == 0 || n > NAMELEN)
-		return (0);
-	for (i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    c == '_' || (i > 0 && ((c >= '0' && c <= '9') ||
-		    c == '.' || c == '-'))))
-			return (0);
-	}
-	return (1);
-}
-
-static int
-check_unused(struct line *ln)
-{
-	int i;
-
-	for (i = 0; i < ln->nkv; i++) {
-		if (!ln->kv[i].used) {
-			protoerr("%s takes no argument '%s'", ln->op,
-			    ln->kv[i].key);
-			return (-1);
-		}
-	}
-	return (0);
-}
 
 /*
  * The map= argument.  0: *mapp is the live arena; 1: the name is known but
@@ -826,9 +647,9 @@ main(int argc, char **argv)
 {
 	pthread_condattr_t ca;
 	pthread_t worker;
+	struct line ln;
 	char *buf = NULL;
 	size_t bufcap = 0;
-	ssize_t n;
 
 	(void) argv;
 	if (argc > 1) {
@@ -852,54 +673,8 @@ main(int argc, char **argv)
 	}
 	(void) pthread_mutex_unlock(&mu);
 
-	for (;;) {
-		struct line ln;
-		char *s;
-		uint64_t v;
-
-		if (!input_buffered())
-			(void) fflush(stdout);	/* about to wait: answer first */
-		if ((n = getline(&buf, &bufcap, stdin)) < 0)
-			break;
-		s = buf;
-		while (*s == ' ' || *s == '\t')
-			s++;
-		if (*s == '\0' || *s == '\n' || *s == '\r' || *s == '#')
-			continue;
-		if (strlen(s) != (size_t)n - (size_t)(s - buf)) {
-			protoerr("the line contains a NUL byte");
-			continue;
-		}
-		if (split_line(s, &ln) != 0 || ln.op == NULL)
-			continue;
-		if (strncmp(ln.op, "budget_ms=", 10) == 0 && ln.nkv == 0) {
-			if (parse_u64(ln.op + 10, &v) != 0 || v == 0 ||
-			    v > 86400000ULL) {
-				protoerr("budget_ms= needs 1..86400000");
-				continue;
-			}
-			budget_ms = (long)v;
-			continue;
-		}
-		if (strncmp(ln.op, "layout=", 7) == 0 && ln.nkv == 0) {
-			if (strcmp(ln.op + 7, "on") == 0)
-				layout_on = 1;
-			else if (strcmp(ln.op + 7, "off") == 0)
-				layout_on = 0;
-			else
-				protoerr("layout= needs on or off");
-			continue;
-		}
-		if (strcmp(ln.op, "reset") == 0 && ln.nkv == 0) {
-			do_reset();	/* keeps layout_on */
-			continue;
-		}
-		if (strchr(ln.op, '=') != NULL) {
-			protoerr("'%s' is not an op name", ln.op);
-			continue;
-		}
+	while (lp_next_op(&buf, &bufcap, &ln, do_reset))
 		dispatch(&ln);
-	}
 	(void) fflush(stdout);
 	_exit(0);
 }

@@ -67,6 +67,7 @@ def test_makefile_builds(tmp_path: Path) -> None:
     (work / "guest").mkdir(parents=True)
     (work / "kmod").mkdir()
     shutil.copy(GUEST / "ddictl.c", work / "guest")
+    shutil.copy(GUEST / "lineproto.h", work / "guest")
     shutil.copy(GUEST / "Makefile", work / "guest")
     shutil.copytree(GUEST / "libddih", work / "guest" / "libddih")
     shutil.copy(ROOT / "kmod" / "ddih_ioctl.h", work / "kmod")
