@@ -88,6 +88,7 @@ def bench_live(target_name: str, traces_count: int, seed: int, workdir: Path,
     t.boot()
     try:
         fig["accelerator"] = t.facts.accelerator
+        fig["phases"] = dict(t.facts.phases)  # image, build, boot, driver load, snapshot
         fig["boot_to_marker_s"] = t.facts.boot_to_ready_s
         fig["boot_to_ready_s"] = t.facts.ready_s  # QEMU start -> driver loaded, SSH up
         restores, reconnects = [], []
@@ -214,6 +215,7 @@ def bench_command(args: argparse.Namespace) -> int:
                              log=lambda s: print(f"  {s}"))
         print(f"ddi-harness bench, target {fig['target']} ({fig['accelerator']}), "
               f"{fig['ops']} ops in {fig['traces']} generated traces (seed {fig['seed']})")
+        print("  phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in fig["phases"].items()))
         print(f"  boot to ready (driver loaded, SSH up)  {fig['boot_to_ready_s']:.2f} s "
               f"(console marker at {fig['boot_to_marker_s']:.2f} s)")
         print(f"  snapshot restore (loadvm + cont)      {fig['restore_s']:.3f} s = "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from harness.conformance.runner import (Job, RunSummary, TraceRecord, load_partial, manifest, run_conformance,
@@ -152,6 +153,8 @@ def _run(options: RunOptions, traces: list[Trace], paths: list[str], done: dict[
                     shrunk = shrink_divergences(shrinker, traces, summary, options, log)
                 finally:
                     target_close(shrinker)
+    t_reports = time.monotonic()
+    target.facts.phase("steps", summary.seconds)
     man = manifest(target, paths, options.destructive, sys.argv)
     man["budget_ms"], man["seed"] = options.budget_ms, (options.seed if options.generate else None)
     man["kmem_flags"] = options.kmem_flags
@@ -171,6 +174,7 @@ def _run(options: RunOptions, traces: list[Trace], paths: list[str], done: dict[
     from harness.conformance.html import render
 
     html_path.write_text(render(json.loads(json_path.read_text()), traces))
+    man["phases"]["reports"] = round(time.monotonic() - t_reports, 3)
     print_summary(Console(), summary, man, json_path, junit_path, html_path)
     if interrupted:
         console.print(f"interrupted: {len(summary.traces)} of {len(traces)} traces done; finish with "
@@ -405,6 +409,8 @@ def print_summary(console, summary: RunSummary, man: dict, json_path: Path, juni
             skipped[t.skipped] = skipped.get(t.skipped, 0) + 1
     why = "; ".join(f"{n}: {reason}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
     table.add_row("traces", f"{len(ran)} run, {len(summary.traces) - len(ran)} skipped" + (f" ({why})" if why else ""))
+    if man.get("phases"):
+        table.add_row("phases", ", ".join(f"{k} {v:.2f} s" for k, v in man["phases"].items()))
     if man.get("interrupted"):
         table.add_row("steps", f"{summary.steps} recorded before the interrupt (Ctrl-C); finish with --resume")
     else:

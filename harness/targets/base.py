@@ -87,6 +87,12 @@ class Facts:
     driver_build_s: float = 0.0
     boots: int = 0
     guest_replacements: int = 0
+    # seconds per stage of bringing the target up (image, build, boot, driver load, snapshot):
+    # the first time each ran, so every later change is a measured ratio in one run
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def phase(self, name: str, seconds: float) -> None:
+        self.phases.setdefault(name, round(seconds, 3))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -207,7 +207,9 @@ class GateTarget(DdictlTarget):
         return t
 
     def prepare(self) -> None:
+        t = time.monotonic()
         src = find_gate(self.gate, self.progress)
+        self.facts.phase("image", time.monotonic() - t)
         d = src.dir
         t = time.monotonic()
         self.facts.gate_dir = str(d)
@@ -220,6 +222,7 @@ class GateTarget(DdictlTarget):
         self.facts.image_key = vmem
         self.binary = build_gatectl(d, self.workdir / "gate-build", self.debug)
         self.facts.driver_build_s = round(time.monotonic() - t, 2)
+        self.facts.phase("build", time.monotonic() - t)
         self.log(f"illumos-gate runner built from {d} in {self.facts.driver_build_s} s")
 
     def boot(self) -> None:

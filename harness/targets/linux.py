@@ -120,7 +120,9 @@ class LinuxTarget(GuestTarget):
     def prepare(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log("guest image: building or reusing the cached Debian image")
+        t = time.monotonic()
         self.image = build_linux_image(progress=self.progress)
+        self.facts.phase("image", time.monotonic() - t)
         self.facts.guest_kernel = self.image.kernel_release
         self.facts.guest_kernel_package = self.image.kernel_version
         self.facts.image_key = self.image.key
@@ -130,6 +132,7 @@ class LinuxTarget(GuestTarget):
         self.ko = build_module(self.image, build)
         self.ddictl = build_ddictl(build)
         self.facts.driver_build_s = round(time.monotonic() - t, 2)
+        self.facts.phase("build", time.monotonic() - t)
         self.log(f"driver and ddictl built in {self.facts.driver_build_s} s")
 
     def boot(self) -> None:
@@ -151,13 +154,19 @@ class LinuxTarget(GuestTarget):
             self.facts.accelerator_reason = getattr(m.accel_choice, "reason", "")
             self.facts.qemu_argv = m.argv
             self.ssh = m.ssh()
+            self.facts.phase("boot", time.monotonic() - t0)
+            t1 = time.monotonic()
             self.ssh.run(f"mkdir -p {GUEST_DIR}", timeout=30)
             self.ssh.put(self.ko, f"{GUEST_DIR}/ddih.ko", 0o600)
             self.ssh.put(self.ddictl, f"{GUEST_DIR}/ddictl", 0o700)
             self.load_driver()
             self.facts.ready_s = round(time.monotonic() - t0, 2)
+            self.facts.phase("driver load", time.monotonic() - t1)
             m.console.new_text()  # boot noise is not a step's business
+            t2 = time.monotonic()
             self._save_ready()
+            if self.snapshots:
+                self.facts.phase("snapshot", time.monotonic() - t2)
         except Exception:
             self.close()
             raise
