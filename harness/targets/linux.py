@@ -10,6 +10,8 @@ and classifying what the guest did are harness.targets.base.GuestTarget's
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
 import time
@@ -48,12 +50,54 @@ def build_module(image: LinuxImage, build_dir: Path) -> Path:
     return ko
 
 
+DDICTL_FLAGS = ("-O2", "-static", "-Wall", "-Werror")
+
+
 def build_ddictl(build_dir: Path) -> Path:
     """Build the static op runner guest/ddictl on the host, with guest/libddih."""
     out = build_dir / "ddictl"
-    _make(["gcc", "-O2", "-static", "-Wall", "-Werror", f"-I{KMOD}", f"-I{LIBDDIH}", "-o", str(out),
+    _make(["gcc", *DDICTL_FLAGS, f"-I{KMOD}", f"-I{LIBDDIH}", "-o", str(out),
            str(GUEST / "ddictl.c"), str(LIBDDIH / "ddih.c"), "-lpthread"], "building guest/ddictl")
     return out
+
+
+# What a build of the driver and ddictl reads: if none of it changed, neither did the result.
+BUILD_INPUTS = (KMOD / "linux" / "ddih.c", KMOD / "linux" / "Makefile", KMOD / "ddih_ioctl.h",
+                GUEST / "ddictl.c", GUEST / "lineproto.h", LIBDDIH / "ddih.c", LIBDDIH / "ddih.h")
+
+
+def build_key(image_key: str, inputs: tuple[Path, ...] = BUILD_INPUTS, compiler: str | None = None) -> str:
+    """The cache key of a build: every source, the image (its kernel headers), the compiler's
+    version and the flags.  A change to any of them is a new key, so a new build."""
+    if compiler is None:
+        compiler = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout
+    h = hashlib.sha256(f"{image_key}\n{compiler}\n{' '.join(DDICTL_FLAGS)}\n".encode())
+    for p in inputs:
+        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def cached_build(image: LinuxImage, build_dir: Path, log: Log = lambda s: None) -> tuple[Path, Path, bool]:
+    """ddih.ko and ddictl for this image and these sources: from the build cache when they were
+    built before (milliseconds), else built now and kept there.  (ko, ddictl, reused)."""
+    from harness.images import cache_root
+
+    key = build_key(image.key)
+    entry = cache_root() / "builds" / "linux" / key
+    ko, ddictl = entry / "ddih.ko", entry / "ddictl"
+    if ko.is_file() and ddictl.is_file():
+        return ko, ddictl, True
+    fresh_ko, fresh_ddictl = build_module(image, build_dir), build_ddictl(build_dir)
+    tmp = entry.with_name(f".{key}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(fresh_ko, tmp / "ddih.ko")
+    shutil.copy2(fresh_ddictl, tmp / "ddictl")
+    try:
+        os.rename(tmp, entry)  # atomic: a concurrent build of the same key wins or loses whole
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"driver and ddictl built and kept in the build cache ({key})")
+    return ko, ddictl, False
 
 
 @dataclass
@@ -67,6 +111,7 @@ class LinuxFacts(Facts):
     restore_s: float = 0.0  # the last restore: loadvm + cont (the guest is back in its ready state)
     reconnect_s: float = 0.0  # then a new SSH connection (the old one died with the old state)
     restore_failures: int = 0  # restores that failed and fell back to a fresh boot
+    build_cached: bool = False  # the driver and ddictl came from the build cache
 
 
 class LinuxTarget(GuestTarget):
@@ -129,11 +174,12 @@ class LinuxTarget(GuestTarget):
         t = time.monotonic()
         build = self.workdir / "build"
         build.mkdir(exist_ok=True)
-        self.ko = build_module(self.image, build)
-        self.ddictl = build_ddictl(build)
+        self.ko, self.ddictl, reused = cached_build(self.image, build, self.log)
+        self.facts.build_cached = reused
         self.facts.driver_build_s = round(time.monotonic() - t, 2)
         self.facts.phase("build", time.monotonic() - t)
-        self.log(f"driver and ddictl built in {self.facts.driver_build_s} s")
+        self.log(f"driver and ddictl {'from the build cache' if reused else 'built'} in "
+                 f"{self.facts.driver_build_s} s")
 
     def boot(self) -> None:
         assert self.image and self.ko and self.ddictl, "prepare() first"

@@ -79,3 +79,12 @@ def test_doctor_reports_a_damaged_image_and_the_fix(copied, monkeypatch):
         initramfs.write_bytes(data)
     ok, detail = doctor._linux_image_cached()
     assert ok and "as built" in detail
+
+
+def test_a_second_prepare_takes_the_driver_from_the_build_cache(tmp_path):
+    first = LinuxTarget(tmp_path / "a")
+    first.prepare()
+    second = LinuxTarget(tmp_path / "b")
+    second.prepare()
+    assert second.facts.build_cached and second.facts.phases["build"] < 0.5
+    assert second.ko.read_bytes() == first.ko.read_bytes() and second.ddictl.read_bytes() == first.ddictl.read_bytes()
