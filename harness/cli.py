@@ -56,7 +56,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
                       regressions=args.regressions, kmem_flags=args.kmem_flags, fault=args.fault,
                       jobs=args.jobs, shard=args.shard, run_budget=args.run_budget, shrink=not args.no_shrink,
                       gate=args.gate, gate_debug=args.gate_debug, profile=args.profile,
-                      layout=not args.no_layout)
+                      layout=not args.no_layout, cold=args.cold)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bound the whole run: traces not started in time are recorded as skipped")
     r.add_argument("--no-shrink", action="store_true",
                    help="do not shrink divergent traces into regressions/")
+    r.add_argument("--cold", action="store_true",
+                   help="boot the guest cold instead of starting it from the ready guest (driver loaded) saved "
+                        "in the cache by an earlier run; a cold boot saves it again")
     r.add_argument("--no-layout", action="store_true",
                    help="do not compare each resource map's whole layout after every step (compared by "
                         "default where the target can report it)")

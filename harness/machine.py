@@ -268,6 +268,9 @@ class MachineConfig:
     vmstate_disk: bool = True          # a scratch qcow2 so savevm/loadvm work
     panic_action: str = "exit-failure"  # or "pause": keep the panicked guest for loadvm
     prompt: str | None = None
+    # a warm start: the scratch qcow2 is a copy of this one (it holds a saved guest), and QEMU
+    # starts paused (-S) so the caller can loadvm it before the guest runs a single instruction
+    vmstate_from: Path | None = None
 
     def __post_init__(self) -> None:
         if (self.kernel is None) == (self.disk is None):
@@ -439,6 +442,8 @@ class Machine:
             argv += ["-append", c.append]
         if c.vmstate_disk:
             argv += ["-drive", f"if=none,id=vmstate,format=qcow2,file={workdir / 'vmstate.qcow2'}"]
+        if c.vmstate_from is not None:
+            argv.append("-S")
         argv += list(c.extra_args)
         return argv
 
@@ -490,7 +495,9 @@ class Machine:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.serial_log = logs / f"{self.config.name}-{stamp}-{os.getpid()}-serial.log"
         self.stderr_log = logs / f"{self.config.name}-{stamp}-{os.getpid()}-qemu.log"
-        if self.config.vmstate_disk:
+        if self.config.vmstate_from is not None:
+            shutil.copyfile(self.config.vmstate_from, self.workdir / "vmstate.qcow2")
+        elif self.config.vmstate_disk:
             p = subprocess.run([QEMU_IMG, "create", "-q", "-f", "qcow2",
                                 str(self.workdir / "vmstate.qcow2"), "64M"],
                                capture_output=True, text=True)

@@ -41,6 +41,7 @@ class RunOptions:
     gate: str | None = None               # illumos-gate: the source tree (else $DDIH_ILLUMOS_GATE)
     gate_debug: bool = False              # illumos-gate: build with DEBUG (ASSERTs live)
     layout: bool = True                   # compare each resource map's whole layout after every step
+    cold: bool = False                    # boot cold: do not start from the ready guest saved in the cache
 
     def replace(self, **changes: Any) -> "RunOptions":
         return dataclasses.replace(self, **changes)

@@ -112,6 +112,10 @@ class LinuxFacts(Facts):
     reconnect_s: float = 0.0  # then a new SSH connection (the old one died with the old state)
     restore_failures: int = 0  # restores that failed and fell back to a fresh boot
     build_cached: bool = False  # the driver and ddictl came from the build cache
+    warm_start: bool = False  # the first guest came from the saved ready guest in the cache
+    warm_start_failures: int = 0  # warm starts that failed and fell back to a cold boot
+    cold_boot_to_ready_s: float = 0.0  # the last cold boot: QEMU start to driver loaded, SSH up
+    warm_boot_to_ready_s: float = 0.0  # the last warm start: QEMU start to loadvm'ed, SSH up
 
 
 class LinuxTarget(GuestTarget):
@@ -125,12 +129,16 @@ class LinuxTarget(GuestTarget):
     faults = frozenset({"rmfree_off_by_one", "umem_not_zeroed", "kmem_bad_offset", "wait_never_woken"})
 
     def __init__(self, workdir: Path, destructive: bool = False, accel: str = "auto",
-                 log: Log = lambda s: None, progress=None, fault: str = "", snapshots: bool = True) -> None:
+                 log: Log = lambda s: None, progress=None, fault: str = "", snapshots: bool = True,
+                 warm: bool = True) -> None:
         super().__init__(workdir, destructive=destructive, accel=accel, log=log, progress=progress)
         self.fault = fault  # faults the driver injects on purpose (kmod/linux/ddih.c)
         # snapshots: QEMU pauses a panicked guest instead of exiting, and the guest is
         # replaced by loadvm of the ready state (driver loaded) instead of a cold boot
         self.snapshots = snapshots
+        # warm: start from the ready guest saved in the cache instead of booting; False forces a
+        # cold boot (--cold).  Every cold boot saves its ready guest there for the next run.
+        self.warm = warm and snapshots
         self.facts = LinuxFacts()
         self.image: LinuxImage | None = None
         self.ko: Path | None = None
@@ -139,7 +147,7 @@ class LinuxTarget(GuestTarget):
     @classmethod
     def from_options(cls, name, options, workdir, *, log=lambda s: None, progress=None) -> "LinuxTarget":
         t = cls(workdir, destructive=options.destructive, accel=options.accel, log=log, progress=progress,
-                fault=options.fault)
+                fault=options.fault, warm=not options.cold)
         t.layout = options.layout
         return t
 
@@ -181,15 +189,75 @@ class LinuxTarget(GuestTarget):
         self.log(f"driver and ddictl {'from the build cache' if reused else 'built'} in "
                  f"{self.facts.driver_build_s} s")
 
+    def _config(self, **kw) -> MachineConfig:
+        return MachineConfig.from_image(self.image, accel=self.accel,
+                                        panic_action="pause" if self.snapshots else "exit-failure", **kw)
+
+    def _warm_dir(self) -> Path:
+        """The saved ready guest for exactly this image, build, QEMU and driver settings."""
+        from harness.images import cache_root
+
+        qemu = subprocess.run([self._config().qemu, "--version"], capture_output=True, text=True).stdout
+        c = self._config()
+        h = hashlib.sha256("\n".join([self.image.key, build_key(self.image.key), qemu, self.accel,
+                                       str(c.memory), str(c.cpus), c.append, c.panic_action,
+                                       f"destructive={int(self.destructive)}", f"fault={self.fault}"]).encode())
+        return cache_root() / "warm" / "linux" / h.hexdigest()[:16]
+
+    def _warm_start(self) -> bool:
+        """Start QEMU paused on a copy of the saved ready guest, loadvm it, and reconnect: the
+        driver is already loaded.  False (counted) when that fails: the caller boots cold."""
+        saved = self._warm_dir() / "vmstate.qcow2"
+        if not self.warm or not saved.is_file():
+            return False
+        self.facts.boots += 1
+        m = Machine(self._config(vmstate_from=saved), log_dir=self.workdir / f"guest-{self.facts.boots}")
+        self.machine = m
+        t0 = time.monotonic()
+        try:
+            m.start()
+            m.loadvm("ready")
+            m.qmp_cmd("cont")
+            self.ssh = m.ssh(timeout=30)
+            self.outstanding()  # the driver answers: it was loaded when the guest was saved
+        except Exception as e:
+            self.facts.warm_start_failures += 1
+            self.log(f"warm start failed ({type(e).__name__}: {e}); booting cold")
+            self.close()
+            return False
+        self.facts.accelerator = m.accel or ""
+        self.facts.accelerator_reason = getattr(m.accel_choice, "reason", "")
+        self.facts.qemu_argv = m.argv
+        self.facts.warm_start = True
+        self.facts.warm_boot_to_ready_s = self.facts.ready_s = round(time.monotonic() - t0, 2)
+        self.facts.phase("boot", time.monotonic() - t0)
+        m.console.new_text()
+        self.log(f"guest up in {self.facts.ready_s} s from the saved ready guest ({self.facts.accelerator})")
+        return True
+
+    def _keep_warm(self) -> None:
+        """After a cold boot's savevm: keep the ready guest in the cache for the next run."""
+        d = self._warm_dir()
+        if (d / "vmstate.qcow2").is_file() or self.machine is None:
+            return
+        tmp = d.with_name(f".{d.name}.tmp-{os.getpid()}")
+        try:
+            tmp.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.machine.workdir / "vmstate.qcow2", tmp / "vmstate.qcow2")
+            os.rename(tmp, d)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def boot(self) -> None:
         assert self.image and self.ko and self.ddictl, "prepare() first"
         bad = image_problems(self.image, digests=False)  # sizes: cheap enough for every boot
         if bad:
             raise TargetError(f"the cached Linux image is damaged ({'; '.join(bad)}); rebuild it with "
                               "`ddi-harness image build linux --rebuild`")
+        if self.facts.boots == 0 and self._warm_start():
+            return
         self.facts.boots += 1
-        cfg = MachineConfig.from_image(self.image, accel=self.accel,
-                                       panic_action="pause" if self.snapshots else "exit-failure")
+        cfg = self._config()
         m = Machine(cfg, log_dir=self.workdir / f"guest-{self.facts.boots}")
         self.machine = m
         t0 = time.monotonic()
@@ -213,6 +281,8 @@ class LinuxTarget(GuestTarget):
             self._save_ready()
             if self.snapshots:
                 self.facts.phase("snapshot", time.monotonic() - t2)
+                self._keep_warm()
+            self.facts.cold_boot_to_ready_s = self.facts.ready_s
         except Exception:
             self.close()
             raise
