@@ -352,33 +352,13 @@ worker_main(void *unused)
 	return (NULL);
 }
 
-static void
-deadline(struct timespec *ts, long ms)
-{
-	(void) clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ms / 1000;
-	ts->tv_nsec += (ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
-static void
-hang(void)
-{
-	emit("kind=hang");
-	(void) fflush(stdout);	/* _exit does not flush stdio */
-	_exit(3);
-}
-
 /* Run fn(arg) on the worker; print kind=hang and exit 3 past the budget. */
 static void
 run_budgeted(void (*fn)(void *), void *arg)
 {
 	struct timespec ts;
 
-	deadline(&ts, budget_ms);
+	deadline(&ts, budget_ms * 1000000LL);
 	(void) pthread_mutex_lock(&mu);
 	job_fn = fn;
 	job_arg = arg;
@@ -484,16 +464,6 @@ waiter_main(void *arg)
 	return (NULL);
 }
 
-static int
-past(const struct timespec *ts)
-{
-	struct timespec now;
-
-	(void) clock_gettime(CLOCK_MONOTONIC, &now);
-	return (now.tv_sec > ts->tv_sec || (now.tv_sec == ts->tv_sec &&
-	    now.tv_nsec >= ts->tv_nsec));
-}
-
 /*
  * Interrupt and collect every background waiter (for reset).  A waiter
  * that does not return within the budget cannot be interrupted (illumos:
@@ -510,13 +480,13 @@ waiters_cancel(void)
 
 		if (names[i].kind != OBJ_WAITER || w == NULL)
 			continue;
-		deadline(&end, budget_ms);
+		deadline(&end, budget_ms * 1000000LL);
 		(void) pthread_mutex_lock(&mu);
 		while (!w->done) {
 			if (past(&end))
 				hang();
 			(void) pthread_kill(w->th, SIGUSR1);
-			deadline(&ts, 50);
+			deadline(&ts, 50 * 1000000LL);
 			(void) pthread_cond_timedwait(&cv, &mu, &ts);
 		}
 		(void) pthread_mutex_unlock(&mu);
@@ -728,7 +698,7 @@ waiter_settle(struct waiter *w)
 	long tid;
 	int done;
 
-	deadline(&ts, budget_ms);
+	deadline(&ts, budget_ms * 1000000LL);
 	for (;;) {
 		(void) pthread_mutex_lock(&mu);
 		done = w->done;
@@ -823,7 +793,7 @@ op_join(struct line *ln)
 		return;
 	}
 	w = n->w;
-	deadline(&ts, budget_ms);
+	deadline(&ts, budget_ms * 1000000LL);
 	(void) pthread_mutex_lock(&mu);
 	while (!w->done) {
 		if (pthread_cond_timedwait(&cv, &mu, &ts) == ETIMEDOUT &&

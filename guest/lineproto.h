@@ -35,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
 
 #define	MAXARGS		16	/* key=value arguments on one line */
 #define	NAMELEN		64	/* longest object name */
@@ -61,6 +63,40 @@ emit(const char *fmt, ...)
 	 * op, while a caller sending one op at a time still gets each
 	 * answer at once.
 	 */
+}
+
+/* ------------------------------------------------------------ time and hangs */
+
+/* *ts = now + ns on CLOCK_MONOTONIC. */
+static void
+deadline(struct timespec *ts, long long ns)
+{
+	(void) clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += (time_t)(ns / 1000000000LL);
+	ts->tv_nsec += (long)(ns % 1000000000LL);
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+static int
+past(const struct timespec *ts)
+{
+	struct timespec now;
+
+	(void) clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec > ts->tv_sec || (now.tv_sec == ts->tv_sec &&
+	    now.tv_nsec >= ts->tv_nsec));
+}
+
+/* The op ran past its budget: say so, and exit 3 (stdio first: _exit does not flush it). */
+static void
+hang(void)
+{
+	emit("kind=hang");
+	(void) fflush(stdout);
+	_exit(3);
 }
 
 /* Does stdin already hold a whole line we have not read (no wait needed)? */

@@ -226,36 +226,6 @@ worker_main(void *unused)
 	return (NULL);
 }
 
-static void
-deadline(struct timespec *ts, long ns)
-{
-	(void) clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += ns / 1000000000L;
-	ts->tv_nsec += ns % 1000000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
-static int
-past(const struct timespec *ts)
-{
-	struct timespec now;
-
-	(void) clock_gettime(CLOCK_MONOTONIC, &now);
-	return (now.tv_sec > ts->tv_sec || (now.tv_sec == ts->tv_sec &&
-	    now.tv_nsec >= ts->tv_nsec));
-}
-
-static void
-hang(void)
-{
-	emit("kind=hang");
-	(void) fflush(stdout);
-	_exit(3);
-}
-
 /*
  * Run fn(arg) on the worker.  Under mu on return.  A worker asleep in
  * cv_wait, or one past the budget, is a hang.

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,8 @@ from harness.conformance.traces import load_traces
 from harness.options import RunOptions
 from harness.targets import TargetError, make_target
 from harness.targets.gate import SOURCES
+from tests.browser import chromium
+from tests.browser import dom as browser_dom
 from tests.gate.conftest import mutated_tree
 
 CORPUS = Path(__file__).resolve().parents[2] / "harness" / "traces"
@@ -240,16 +241,10 @@ def test_a_fault_that_only_the_layout_shows_is_caught_there_shrunk_and_drawn(gat
     # ... and a real browser draws them (headless Chromium: the DOM and a screenshot)
     html_file = tmp_path / "report.html"
     html_file.write_text(page)
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert browser, "chromium is missing: `make test` installs Debian's chromium"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,1600"]
-    dom = subprocess.run([browser, *flags, "--dump-dom", html_file.as_uri()], capture_output=True, text=True,
-                         timeout=120)
-    assert dom.returncode == 0 and dom.stdout.count("<svg") >= 2 and ">kernel</text>" in dom.stdout
+    page_dom = browser_dom(html_file, tmp_path)
+    assert page_dom.count("<svg") >= 2 and ">kernel</text>" in page_dom
     shot = tmp_path / "layout.png"
-    subprocess.run([browser, *flags, f"--screenshot={shot}", html_file.as_uri()], capture_output=True, timeout=120)
+    chromium(html_file, tmp_path, "--window-size=1400,1600", f"--screenshot={shot}")
     assert shot.stat().st_size > 20000  # a drawn page, not a blank one
     # with layouts off, the same run sees nothing at that step
     off = gate_target(tmp_path / "gate", tmp_path / "work-off")

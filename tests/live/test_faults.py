@@ -7,7 +7,6 @@ the live guest; the HTML report, opened in headless Chromium, must show it.
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from harness.conformance.runner import manifest, run_conformance, write_json
 from harness.conformance.shrink import keep, shrink, signature
 from harness.conformance.traces import load_traces
 from harness.targets.linux import LinuxTarget
+from tests.browser import dom as browser_dom
 
 pytestmark = [
     pytest.mark.live,
@@ -70,17 +70,6 @@ def test_injected_fault_is_caught_named_and_shrunk(target, tmp_path, fault, name
     write_json(tmp_path / "run.json", summary, man)
     page = tmp_path / "report.html"
     page.write_text(render(json.loads((tmp_path / "run.json").read_text()), traces))
-    dom = chromium_dom(page, tmp_path)
+    dom = browser_dom(page, tmp_path)
     assert "DIVERGES" in dom and first.name in dom
     assert first.first_divergence.call in dom and symptom.split(".")[0] in dom
-
-
-def chromium_dom(page: Path, tmp: Path) -> str:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert browser, "chromium is missing: `make test` installs Debian's chromium"
-    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                          "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                          "--disable-sync", f"--user-data-dir={tmp / 'chromium'}", "--dump-dom",
-                          page.as_uri()], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return out.stdout
