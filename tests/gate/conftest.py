@@ -12,7 +12,7 @@ from harness.targets.gate import SOURCES
 
 # CI: the Makefile points DDIH_ILLUMOS_GATE at the pinned tree beside the checkout
 BESIDE = Path(__file__).resolve().parents[3] / "shared" / "data" / "illumos-gate" / "src"
-GATE = Path(os.environ.get("DDIH_ILLUMOS_GATE") or BESIDE)
+GATE = Path(os.environ.get("DDIH_ILLUMOS_GATE") or BESIDE).resolve()  # as the target records it
 HAVE_GATE = all((GATE / s).is_file() for s in SOURCES)
 
 pytestmark = pytest.mark.skipif(not HAVE_GATE, reason=f"no illumos-gate tree at {GATE} (set DDIH_ILLUMOS_GATE)")
